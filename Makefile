@@ -1,0 +1,31 @@
+# Two entry points, both self-contained on a fresh machine (Python 3.10+ on PATH):
+#   make demo   set up .venv and run the embedded demo (synthetic data, CPU)
+#   make test   set up .venv and run the tests (pytest + nbval over the book's chapters)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test book clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/satlib demo
+
+# pytest exits 5 when it collects nothing: that is a failure here, never a pass.
+test: $(STAMP)
+	@$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5)" >&2; fi; exit $$rc
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build .
+
+clean:
+	rm -rf _build

@@ -1,0 +1,3 @@
+from satlib.cli import main
+
+raise SystemExit(main())
