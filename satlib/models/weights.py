@@ -1,0 +1,208 @@
+"""Weights into SAT: official SAT checkpoints, DeiT/ViT backbone weights, and `pretrained=True` downloads.
+
+satlib keeps the official (and timm) parameter names, so an official checkpoint needs only unwrapping,
+prefix stripping and the removal of its fixed Gaussian kernel; DeiT/ViT weights need their classifier
+dropped and `pos_embed` resampled to the model's grid. Files are read without running pickled code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import NamedTuple
+from urllib.parse import urlparse
+
+import torch
+from timm.layers import resample_abs_pos_embed
+from torch import Tensor, nn
+
+from satlib.losses import gaussian_kernel
+
+_logger = logging.getLogger(__name__)
+
+BACKBONE_MISSING = ("loc_token", "loc_embed", "head.weight", "head.bias")  # not in DeiT/ViT weights
+BACKBONE_DROPPED = ("head.", "head_dist.", "pre_logits.", "dist_token")  # DeiT/ViT classifier parts
+WRAPPER_KEYS = ("model", "state_dict")
+PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compile
+OFFICIAL_KERNEL_KEY = "weight"  # the official model's fixed Gaussian (1, 1, 3, 3), requires_grad=False
+
+
+class LoadReport(NamedTuple):
+    """Which keys a load left alone: missing (kept at init), unexpected (ignored), dropped on purpose."""
+
+    missing: list[str]
+    unexpected: list[str]
+    dropped: list[str]
+
+
+def read_state_dict(path: str | os.PathLike) -> dict:
+    """Tensors of a .safetensors file or a .pth/.pth.tar torch checkpoint (loaded with weights_only=True)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # UnpicklingError for pickled code, RuntimeError for a damaged file
+        raise ValueError(f"{path}: not a readable tensor checkpoint; satlib loads weights only "
+                         f"(weights_only=True) and never runs pickled code: {error}") from error
+
+
+def unwrap_state_dict(checkpoint: Mapping, name: str = "checkpoint") -> dict[str, Tensor]:
+    """The bare state dict: unwrap "model"/"state_dict" and strip "module."/"_orig_mod." prefixes."""
+    for key in WRAPPER_KEYS:
+        if key in checkpoint and isinstance(checkpoint[key], Mapping):
+            checkpoint = checkpoint[key]
+    state_dict = {}
+    for key, value in checkpoint.items():
+        if not isinstance(value, Tensor):
+            raise ValueError(f"{name}: key {key!r} holds a {type(value).__name__}, not a tensor "
+                             f"(expected a state dict, possibly under {' or '.join(WRAPPER_KEYS)!r})")
+        for prefix in PREFIXES:
+            key = key.removeprefix(prefix)
+        state_dict[key] = value
+    return state_dict
+
+
+def convert_official_checkpoint(state_dict: Mapping) -> dict[str, Tensor]:
+    """Map an official SAT checkpoint (bare or wrapped, with or without "module.") onto satlib keys.
+
+    The official Gaussian kernel `weight` is checked against `gaussian_kernel(3, 6)` and dropped.
+    """
+    state_dict = unwrap_state_dict(state_dict, "official SAT checkpoint")
+    if "loc_token" not in state_dict:
+        raise ValueError(f"official SAT checkpoint: no 'loc_token' key, so not a SAT model "
+                         f"(first keys: {list(state_dict)[:5]})")
+    kernel = state_dict.pop(OFFICIAL_KERNEL_KEY, None)
+    if kernel is not None:
+        expected = gaussian_kernel(3, 6.0).reshape(1, 1, 3, 3)
+        if kernel.shape != expected.shape:
+            raise ValueError(f"official SAT checkpoint: {OFFICIAL_KERNEL_KEY!r} has shape "
+                             f"{tuple(kernel.shape)}, expected the Gaussian kernel's {tuple(expected.shape)}")
+        if not torch.allclose(kernel.float(), expected, atol=1e-6):
+            raise ValueError(f"official SAT checkpoint: {OFFICIAL_KERNEL_KEY!r} is not the Gaussian "
+                             f"get_kernel(3, 6): max difference {(kernel.float() - expected).abs().max():.3g}")
+    return state_dict
+
+
+def resample_pos_embed(pos_embed: Tensor, model: nn.Module, name: str = "checkpoint") -> Tensor:
+    """Resample a (1, 1 + n², D) cls+patch position embedding to the model's grid, -> (1, 1 + rows·cols, D)."""
+    num_patches = pos_embed.shape[1] - model.num_prefix_tokens
+    side = round(num_patches ** 0.5)
+    if side * side != num_patches:
+        raise ValueError(f"{name}: 'pos_embed' has shape {tuple(pos_embed.shape)}: {num_patches} patch "
+                         f"positions are not a square grid")
+    if (side, side) == tuple(model.grid_size):
+        return pos_embed
+    return resample_abs_pos_embed(pos_embed, new_size=list(model.grid_size), old_size=[side, side],
+                                  num_prefix_tokens=model.num_prefix_tokens)
+
+
+def checkpoint_filter_fn(state_dict: Mapping, model: nn.Module, name: str = "checkpoint") -> dict[str, Tensor]:
+    """Adapt DeiT/ViT weights (timm names) to a SAT model: drop heads and dist token, resample pos_embed."""
+    state_dict = unwrap_state_dict(state_dict, name)
+    out = {}
+    for key, value in state_dict.items():
+        if key.startswith(BACKBONE_DROPPED):
+            continue
+        if key == "pos_embed":
+            if "dist_token" in state_dict:  # distilled DeiT: [cls, dist, patches]; drop the dist slot
+                value = torch.cat([value[:, :1], value[:, 2:]], dim=1)
+            value = resample_pos_embed(value, model, name)
+        out[key] = value
+    return out
+
+
+def load_pretrained(model: nn.Module, source: str | os.PathLike | Mapping, *, strict: bool = True) -> LoadReport:
+    """Load DeiT/ViT backbone weights or a full SAT checkpoint (satlib or official) into `model`.
+
+    A checkpoint with a `loc_token` is a full SAT model and must match exactly (head included); anything
+    else is a backbone whose only missing keys may be the loc token, loc embedding and head. With
+    `strict=False` other missing or unexpected keys are reported instead of raising.
+    """
+    name = "state dict" if isinstance(source, Mapping) else str(source)
+    raw = unwrap_state_dict(source if isinstance(source, Mapping) else read_state_dict(source), name)
+    if "loc_token" in raw:
+        state_dict, allowed_missing = convert_official_checkpoint(raw), ()
+    else:
+        state_dict, allowed_missing = checkpoint_filter_fn(raw, model, name), BACKBONE_MISSING
+    dropped = sorted(set(raw) - set(state_dict))
+    target = model.state_dict()
+    for key, value in state_dict.items():
+        if key in target and value.shape != target[key].shape:
+            hint = " (num_classes differs)" if key.startswith("head.") else ""
+            raise ValueError(f"{name}: {key!r} has shape {tuple(value.shape)} in the checkpoint but "
+                             f"{tuple(target[key].shape)} in the model{hint}")
+    missing = [key for key in target if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in target]
+    surprising = [key for key in missing if key not in allowed_missing]
+    if strict and (surprising or unexpected):
+        raise ValueError(f"{name}: does not fit the model: missing {surprising}, unexpected {unexpected} "
+                         f"(pass strict=False to load anyway)")
+    model.load_state_dict(state_dict, strict=False)
+    _logger.info("loaded %s: missing %s, unexpected %s, dropped %s", name, missing, unexpected, dropped)
+    return LoadReport(missing, unexpected, dropped)
+
+
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the url's host opens within `timeout` seconds (DNS included)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    if os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy"):
+        return True  # behind a proxy a direct probe says nothing; the download client has its own timeouts
+    import socket
+
+    ok = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((urlparse(url).hostname, 443), timeout=timeout).close()
+            ok.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)  # a thread so a hanging DNS lookup cannot block
+    thread.start()
+    thread.join(timeout)
+    return bool(ok)
+
+
+def pretrained_file(variant: str, cfg: Mapping, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The local file of a pretrained cfg's weights: cached, else downloaded; fails in seconds offline."""
+    hf_hub_id, url = cfg.get("hf_hub_id"), cfg.get("url")
+    if not (hf_hub_id or url):
+        raise ValueError(f"{variant} has no pretrained weights; train it from scratch or pass "
+                         f"pretrained=<file> with weights of the same architecture")
+    if hf_hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(hf_hub_id, "model.safetensors", cache_dir=cache_dir)
+        if isinstance(cached, str):
+            return Path(cached)
+    if url:
+        cached = Path(cache_dir or torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+        if cached.is_file():
+            return cached
+    where = f"https://huggingface.co/{hf_hub_id}" if hf_hub_id else url
+    howto = (f"{variant}: pretrained=True needs the ImageNet backbone weights, which are not cached and "
+             f"cannot be downloaded here. Download {url or where + '/resolve/main/model.safetensors'}"
+             f"{f' (or model.safetensors from {where})' if url and hf_hub_id else ''} and pass the file: "
+             f"create_model({variant!r}, pretrained='path/to/file') or `--pretrained FILE`.")
+    if not _reachable(where):
+        raise FileNotFoundError(howto)
+    try:
+        if hf_hub_id:
+            from huggingface_hub import hf_hub_download
+
+            return Path(hf_hub_download(hf_hub_id, "model.safetensors", cache_dir=cache_dir))
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(cached))  # writes a temp file, then renames
+        return cached
+    except Exception as error:
+        raise FileNotFoundError(f"{howto} (download failed: {error})") from error
