@@ -1,0 +1,130 @@
+"""CUB-200-2011 in its official layout (also the layout of the synthetic dataset).
+
+    root/
+      images/<class dir>/<name>.jpg
+      images.txt                 <image id> <relative path>             (ids from 1)
+      image_class_labels.txt     <image id> <class id>                  (class ids from 1)
+      train_test_split.txt       <image id> <1 = train, 0 = test>
+      bounding_boxes.txt         <image id> <x> <y> <width> <height>    (floats, pixels)
+      classes.txt                <class id> <class name>
+      segmentations/<class dir>/<name>.png   (optional, CUB's separate download)
+
+Boxes become xyxy as (x, y, x + width, y + height). CUB segmentations are soft (the fraction of
+annotators who marked the pixel, 0..255); a pixel is foreground when more than half did (> 127).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from satlib.data.records import (DataError, Problems, Record, check_box, parse_floats, parse_int,
+                                 read_rows, require_file)
+
+CUB_FILES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "bounding_boxes.txt",
+             "classes.txt")
+MASK_THRESHOLD = 127
+
+
+def is_cub_layout(root: Path) -> bool:
+    return (Path(root) / "images.txt").is_file()
+
+
+def read_classes(path: Path, problems: Problems) -> list[str]:
+    """classes.txt -> class names in id order; ids must run 1..C."""
+    names: dict[int, str] = {}
+    for lineno, (cid, name) in read_rows(path, 2, problems, maxsplit=1):
+        class_id = parse_int(cid, f"{path}:{lineno}", problems, "a class id")
+        if class_id is None:
+            continue
+        if class_id in names:
+            problems.report(f"{path}:{lineno}: class id {class_id} listed twice")
+            continue
+        names[class_id] = name.strip()
+    if sorted(names) != list(range(1, len(names) + 1)):
+        raise DataError(f"{path}: class ids must run 1..{len(names)}, got {sorted(names)[:5]}...")
+    return [names[i] for i in range(1, len(names) + 1)]
+
+
+def _read_id_table(path: Path, problems: Problems, width: int = 2, maxsplit: int = -1
+                   ) -> dict[int, tuple[int, list[str]]]:
+    """<image id> <fields...> -> {image id: (line number, fields)}; duplicate ids reported."""
+    table: dict[int, tuple[int, list[str]]] = {}
+    for lineno, parts in read_rows(path, width, problems, maxsplit=maxsplit):
+        image_id = parse_int(parts[0], f"{path}:{lineno}", problems, "an image id")
+        if image_id is None:
+            continue
+        if image_id in table:
+            problems.report(f"{path}:{lineno}: image id {image_id} listed twice "
+                            f"(first at line {table[image_id][0]})")
+            continue
+        table[image_id] = (lineno, parts[1:])
+    return table
+
+
+def read_cub(root: Path, split: str, problems: Problems) -> tuple[list[Record], list[str]]:
+    """Records of one split ("train" or "test") of an official-layout CUB root, and the class names."""
+    root = Path(root)
+    if split not in ("train", "test"):
+        raise DataError(f"{root}: the official CUB layout has splits 'train' and 'test', not {split!r} "
+                        f"(CUBV2 'val' comes as wsolevaluation metadata: metadata/val/*.txt)")
+    paths = {name: require_file(root / name, "official CUB-200-2011 layout") for name in CUB_FILES}
+    classes = read_classes(paths["classes.txt"], problems)
+    images = _read_id_table(paths["images.txt"], problems, maxsplit=1)
+    labels = _read_id_table(paths["image_class_labels.txt"], problems)
+    splits = _read_id_table(paths["train_test_split.txt"], problems)
+    boxes = _read_id_table(paths["bounding_boxes.txt"], problems, width=5)
+    want = 1 if split == "train" else 0
+
+    records = []
+    for image_id, (lineno, (relpath,)) in images.items():
+        where = f"{paths['images.txt']}:{lineno}"
+        parts = {}
+        for name, table in (("image_class_labels.txt", labels), ("train_test_split.txt", splits),
+                            ("bounding_boxes.txt", boxes)):
+            if image_id not in table:
+                problems.report(f"{paths[name]}: no row for image id {image_id} ({where})")
+                break
+            parts[name] = table[image_id]
+        else:
+            is_train = _parse_flag(parts["train_test_split.txt"], paths["train_test_split.txt"], problems)
+            if is_train is None or is_train != want:
+                continue
+            record = _make_record(root, image_id, relpath.strip(), where, parts, paths, len(classes),
+                                  problems)
+            if record is not None:
+                records.append(record)
+    return records, classes
+
+
+def _parse_flag(row: tuple[int, list[str]], path: Path, problems: Problems) -> int | None:
+    lineno, (text,) = row
+    if text not in ("0", "1"):
+        problems.report(f"{path}:{lineno}: expected 1 (train) or 0 (test), got {text!r}")
+        return None
+    return int(text)
+
+
+def _make_record(root: Path, image_id: int, relpath: str, where: str, parts: dict, paths: dict,
+                 num_classes: int, problems: Problems) -> Record | None:
+    label_line, (label_text,) = parts["image_class_labels.txt"]
+    label_where = f"{paths['image_class_labels.txt']}:{label_line}"
+    class_id = parse_int(label_text, label_where, problems, "a class id")
+    if class_id is None:
+        return None
+    if not 1 <= class_id <= num_classes:
+        problems.report(f"{label_where}: class id {class_id} out of range 1..{num_classes} (classes.txt)")
+        return None
+    box_line, box_texts = parts["bounding_boxes.txt"]
+    box_where = f"{paths['bounding_boxes.txt']}:{box_line}"
+    xywh = parse_floats(box_texts, box_where, problems)
+    if xywh is None:
+        return None
+    x, y, w, h = xywh
+    box = [x, y, x + w, y + h]
+    if not check_box(box, box_where, problems):
+        return None
+    return Record(image_id=relpath, path=root / "images" / relpath, label=class_id - 1, source=where,
+                  boxes=np.array([box], dtype=np.float64), box_sources=[box_where],
+                  mask_paths=[root / "segmentations" / Path(relpath).with_suffix(".png")])

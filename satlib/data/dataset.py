@@ -1,0 +1,287 @@
+"""`WSOLDataset` (records -> transformed items) and `build_dataset`, the one entry point.
+
+An item is a dict::
+
+    image        (3, H, W) float32, normalised with the ImageNet mean/std
+    label        int
+    boxes        (K, 4) float32 xyxy in pixels of this image (K = 0 when the split has none)
+    image_id     str
+    mask         (H, W) bool foreground        (with_masks=True)
+    ignore       (H, W) bool ignore region     (with_masks=True, OpenImages)
+    image_resized (3, R, R) float32            (tencrop=True: the resized image before the crop)
+
+Train boxes follow the random crop and flip through ``tv_tensors.BoundingBoxes``; test boxes are
+computed by the protocol's exact formula (`satlib.data.transforms`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+
+from satlib.data import cub, imagenet, metadata
+from satlib.data.io import decode_mask, decode_rgb, image_size, read_bytes
+from satlib.data.records import DataError, Problems, Record, boxes_outside, log
+from satlib.data.subsets import few_shot_indices
+from satlib.data.transforms import (check_protocol, resized_transform, test_boxes, test_transform,
+                                    train_transform)
+
+DATASETS = ("cub", "imagenet", "openimages", "synthetic")
+NUM_CLASSES = {"cub": 200, "imagenet": 1000, "openimages": 100}
+
+
+class WSOLDataset(Dataset):
+    """Images with a class label, boxes and optional masks, transformed for training or testing."""
+
+    def __init__(self, records: list[Record], *, num_classes: int, train: bool, img_size: int = 224,
+                 resize_size: int = 256, protocol: str = "sat", with_masks: bool = False,
+                 tencrop: bool = False, mask_threshold: int = 127, class_names: Sequence[str] = (),
+                 problems: Problems | None = None, name: str = ""):
+        check_protocol(protocol)
+        if img_size > resize_size and (train or protocol == "sat"):
+            raise ValueError(f"img_size {img_size} is larger than resize_size {resize_size}")
+        self.records = records
+        self.num_classes = num_classes
+        self.class_names = list(class_names)
+        self.train, self.protocol, self.name = train, protocol, name
+        self.img_size, self.resize_size = img_size, resize_size
+        self.with_masks, self.tencrop, self.mask_threshold = with_masks, tencrop, mask_threshold
+        self.problems = problems if problems is not None else Problems()
+        self.transform = train_transform(img_size, resize_size) if train else \
+            test_transform(img_size, resize_size, protocol)
+        self.resized = resized_transform(resize_size) if tencrop else None
+        self.deferred_decode = False  # set by a device loader: items carry encoded bytes
+
+    # -- bookkeeping -------------------------------------------------------------------------
+    @property
+    def skip_bad(self) -> bool:
+        return self.problems.skip_bad
+
+    @property
+    def skipped(self) -> int:
+        """How many rows/images were skipped (skip_bad=True); the reasons are in `skipped_messages`."""
+        return self.problems.count
+
+    @property
+    def skipped_messages(self) -> list[str]:
+        return self.problems.messages
+
+    @property
+    def labels(self) -> list[int]:
+        return [r.label for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def select(self, indices: Sequence[int]) -> "WSOLDataset":
+        """The same dataset restricted to `indices` (in that order)."""
+        subset = copy.copy(self)
+        subset.records = [self.records[i] for i in indices]
+        return subset
+
+    def few_shot(self, per_class: int, seed: int = 0) -> "WSOLDataset":
+        """`per_class` images of every class (all of a class with fewer), drawn with `seed`."""
+        return self.select(few_shot_indices(self.labels, per_class, seed))
+
+    def check_images(self) -> None:
+        """Read every image header: missing/unreadable files and boxes outside the image are reported.
+
+        Under skip_bad the bad images are dropped (and counted); otherwise the first raises.
+        """
+        kept = []
+        for record in self.records:
+            try:
+                w, h = image_size(record.path)
+                self._check_record(record, w, h)
+                if self.with_masks:
+                    for mask_path in [*record.mask_paths, *([record.ignore_path] if record.ignore_path else [])]:
+                        if not mask_path.is_file():
+                            raise DataError(f"{mask_path}: mask file missing (for {record.source})")
+            except DataError as err:
+                message = str(err)
+                self.problems.report(message if record.source in message
+                                     else f"{message} (listed at {record.source})")
+                continue
+            kept.append(record)
+        self.records = kept
+
+    # -- loading -----------------------------------------------------------------------------
+    def __getitem__(self, index: int) -> dict | None:
+        record = self.records[index]
+        try:
+            sample = self.load(record)
+            if self.deferred_decode:
+                return sample
+            sample["image"] = decode_rgb(sample.pop("data"), record.path, record.source)
+            return self.finish(sample)
+        except DataError as err:
+            if not self.skip_bad:
+                raise
+            log.warning("skipped while loading: %s", err)
+            return None
+
+    def load(self, record: Record) -> dict:
+        """Encoded image bytes plus label, boxes and decoded masks of one record (no image decode)."""
+        sample = {"record": record, "data": read_bytes(record.path, record.source)}
+        if self.with_masks:
+            sample["mask"], sample["ignore"] = self._load_masks(record)
+        return sample
+
+    def finish(self, sample: dict) -> dict:
+        """Decoded sample -> item: size and box checks, transform, test boxes by the exact formula."""
+        record: Record = sample["record"]
+        image = sample["image"]
+        h, w = image.shape[-2:]
+        self._check_record(record, w, h)
+        inputs = {"image": tv_tensors.Image(image)}
+        boxes = torch.as_tensor(record.boxes, dtype=torch.float32).reshape(-1, 4)
+        if self.train:
+            inputs["boxes"] = tv_tensors.BoundingBoxes(boxes.to(image.device), format="XYXY",
+                                                       canvas_size=(h, w))
+        if self.with_masks:
+            for key in ("mask", "ignore"):
+                if sample[key].shape != (h, w):
+                    raise DataError(f"{record.mask_paths[0] if key == 'mask' else record.ignore_path}: "
+                                    f"{key} is {tuple(sample[key].shape)} but image {record.path} is {(h, w)}")
+                inputs[key] = tv_tensors.Mask(sample[key].to(image.device))
+        out = self.transform(inputs)
+        item = {"image": out["image"].as_subclass(torch.Tensor), "label": record.label,
+                "image_id": record.image_id}
+        if self.train:
+            item["boxes"] = out["boxes"].as_subclass(torch.Tensor).float()
+        else:
+            item["boxes"] = test_boxes(record.boxes.reshape(-1, 4), (w, h), self.img_size,
+                                       self.resize_size, self.protocol).to(image.device)
+        if self.with_masks:
+            item["mask"] = out["mask"].as_subclass(torch.Tensor) > 0
+            item["ignore"] = out["ignore"].as_subclass(torch.Tensor) > 0
+        if self.resized is not None:
+            item["image_resized"] = self.resized(tv_tensors.Image(image)).as_subclass(torch.Tensor)
+        return item
+
+    def _check_record(self, record: Record, w: int, h: int) -> None:
+        if record.size is not None and tuple(record.size) != (w, h):
+            raise DataError(f"{record.size_source}: size {record.size[0]}x{record.size[1]} but "
+                            f"{record.path} is {w}x{h}")
+        message = boxes_outside(record, w, h)
+        if message:
+            raise DataError(message)
+
+    def _load_masks(self, record: Record) -> tuple[torch.Tensor, torch.Tensor]:
+        """Union of the record's masks (> threshold) and its ignore region (ignore minus foreground), uint8."""
+        if not record.mask_paths:
+            raise DataError(f"{record.source}: no mask listed for {record.image_id!r} (with_masks=True)")
+        fg = None
+        for path in record.mask_paths:
+            mask = decode_mask(path, record.source) > self.mask_threshold
+            if fg is not None and mask.shape != fg.shape:
+                raise DataError(f"{path}: mask is {tuple(mask.shape)}, other masks of "
+                                f"{record.image_id!r} are {tuple(fg.shape)}")
+            fg = mask if fg is None else fg | mask
+        ignore = torch.zeros_like(fg)
+        if record.ignore_path is not None:
+            ignore = decode_mask(record.ignore_path, record.source) > self.mask_threshold
+            if ignore.shape != fg.shape:
+                raise DataError(f"{record.ignore_path}: ignore mask is {tuple(ignore.shape)}, "
+                                f"foreground of {record.image_id!r} is {tuple(fg.shape)}")
+            ignore = ignore & ~fg
+        return fg.to(torch.uint8), ignore.to(torch.uint8)
+
+
+def build_dataset(name: str, root: str | Path, split: str, *, img_size: int | None = None,
+                  resize_size: int | None = None, protocol: str = "sat", per_class: int | None = None,
+                  seed: int = 0, skip_bad: bool = False, with_masks: bool = False, tencrop: bool = False,
+                  train: bool | None = None, source: str = "auto",
+                  metadata_root: str | Path | None = None) -> WSOLDataset:
+    """Build a dataset by name ("cub", "imagenet", "openimages", "synthetic") and split.
+
+    Args:
+        name: "synthetic" is the CUB layout; it is generated with the defaults when `root` is empty.
+        root: the dataset folder (layouts in `satlib.data.cub`, `imagenet`, `metadata`).
+        split: "train" or "test" ("val" where wsolevaluation metadata has it).
+        img_size, resize_size: crop and resize sides; None -> 224 and 256 (synthetic: its own side).
+        protocol: test geometry, "sat" (official SAT) or "wsoleval" (see `satlib.data.transforms`).
+        per_class: keep that many images per class, drawn with `seed` (few-shot).
+        skip_bad: log, count and drop bad rows and images instead of raising (`dataset.skipped`).
+        with_masks: load foreground (and ignore) masks.
+        tencrop: also return the resized image before the crop as "image_resized".
+        train: train transforms; None -> split == "train".
+        source: "auto", "official" (CUB layout) or "metadata" (wsolevaluation files).
+        metadata_root: folder holding <split>/image_ids.txt ...; None -> root/metadata.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")
+    metadata.check_split(split)
+    root = Path(root)
+    if name == "synthetic":
+        from satlib.data.synthetic import ensure_synthetic_dataset
+
+        ensure_synthetic_dataset(root)
+    problems = Problems(skip_bad)
+    records, classes, num_classes, mask_threshold = _read_records(name, root, split, source,
+                                                                  metadata_root, problems)
+    native = _native_size(root) if name == "synthetic" else None
+    img_size = img_size or native or 224
+    resize_size = resize_size or native or (256 if img_size == 224 else img_size)
+    dataset = WSOLDataset(records, num_classes=num_classes, train=split == "train" if train is None else train,
+                          img_size=img_size, resize_size=resize_size, protocol=protocol,
+                          with_masks=with_masks, tencrop=tencrop, mask_threshold=mask_threshold,
+                          class_names=classes, problems=problems, name=name)
+    if skip_bad:  # before the few-shot draw, so a subset still has per_class good images
+        dataset.check_images()
+    if per_class is not None:
+        dataset = dataset.few_shot(per_class, seed)
+    return dataset
+
+
+def _read_records(name: str, root: Path, split: str, source: str, metadata_root, problems: Problems):
+    """(records, class names, number of classes, mask threshold) for a dataset folder."""
+    if source not in ("auto", "official", "metadata"):
+        raise ValueError(f"unknown source {source!r}; expected 'auto', 'official' or 'metadata'")
+    if not root.is_dir():
+        raise DataError(f"dataset root missing: {root} (see data_scripts/ to download and prepare it)")
+    use_metadata = source == "metadata" or (
+        source == "auto" and metadata.has_metadata(root, split, metadata_root)
+        and not (name in ("cub", "synthetic") and cub.is_cub_layout(root) and split != "val")
+        and not (name == "imagenet" and split == "train" and (root / "train").is_dir()))
+    if name in ("cub", "synthetic") and not use_metadata:
+        records, classes = cub.read_cub(root, split, problems)
+        return records, classes, len(classes), cub.MASK_THRESHOLD
+    if name == "imagenet" and split == "train" and not use_metadata:
+        records, classes = imagenet.read_class_folders(root, problems)
+        return records, classes, len(classes), 127
+    meta = metadata.metadata_dir(root, split, metadata_root)
+    if not (meta / "image_ids.txt").is_file():
+        raise DataError(f"{name} metadata missing: {meta}/image_ids.txt (set metadata_root, or run "
+                        f"data_scripts/fetch_wsoleval_metadata.py)")
+    num_classes = _classes_from_cub(root) or NUM_CLASSES.get(name, 0)
+    image_root = root / "images" if (root / "images").is_dir() else root
+    records = metadata.read_metadata(meta, image_root, num_classes, problems, mask_root=root)
+    if name in ("cub", "synthetic"):
+        for record in records:
+            if not record.mask_paths:
+                record.mask_paths = [root / "segmentations" / Path(record.image_id).with_suffix(".png")]
+    threshold = metadata.MASK_THRESHOLD if name == "openimages" else cub.MASK_THRESHOLD
+    return records, [], num_classes, threshold
+
+
+def _classes_from_cub(root: Path) -> int:
+    path = root / "classes.txt"
+    return len(cub.read_classes(path, Problems())) if path.is_file() else 0
+
+
+def _native_size(root: Path) -> int | None:
+    """Image side recorded by the synthetic generator (synthetic.json), if any."""
+    path = root / "synthetic.json"
+    if not path.is_file():
+        return None
+    try:
+        return int(json.loads(path.read_text())["size"])
+    except (ValueError, KeyError) as err:
+        raise DataError(f"{path}: unreadable synthetic description: {err}") from None

@@ -1,0 +1,82 @@
+"""Image file reading and decoding with torchvision.io (JPEGs batched on the GPU when asked)."""
+
+from __future__ import annotations
+
+import io as _io
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
+
+from satlib.data.records import DataError
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def read_bytes(path: Path, where: str = "") -> torch.Tensor:
+    """The encoded file as a 1-D uint8 tensor; a missing file is a DataError naming it."""
+    if not Path(path).is_file():
+        raise DataError(f"{path}: image file missing" + (f" (listed at {where})" if where else ""))
+    return read_file(str(path))
+
+
+def is_jpeg(data: torch.Tensor) -> bool:
+    """Whether encoded bytes start with the JPEG SOI marker."""
+    return data.numel() >= 3 and bytes(data[:3].tolist()) == JPEG_MAGIC
+
+
+def decode_rgb(data: torch.Tensor, path: Path | str = "", where: str = "") -> torch.Tensor:
+    """Encoded bytes -> (3, H, W) uint8 RGB; torchvision first, PIL as a fallback, else a DataError."""
+    try:
+        return decode_image(data, mode=ImageReadMode.RGB)
+    except RuntimeError:
+        pass
+    try:  # rare formats torchvision does not decode (some CMYK JPEGs, GIF frames, ...)
+        with Image.open(_io.BytesIO(data.numpy().tobytes())) as image:
+            array = np.asarray(image.convert("RGB"))
+        return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise DataError(f"{path}: cannot decode image" + (f" (listed at {where})" if where else "")
+                        + f": {err}") from None
+
+
+def decode_mask(path: Path, where: str = "") -> torch.Tensor:
+    """A mask PNG -> (H, W) uint8 (first channel if it has several)."""
+    data = read_bytes(path, where)
+    try:
+        mask = decode_image(data, mode=ImageReadMode.GRAY)
+    except RuntimeError as err:
+        raise DataError(f"{path}: cannot decode mask" + (f" (listed at {where})" if where else "")
+                        + f": {err}") from None
+    return mask[0]
+
+
+def decode_jpegs(datas: list[torch.Tensor], device: torch.device | str = "cuda") -> list[torch.Tensor]:
+    """Encoded images -> list of (3, H, W) uint8 on `device`; JPEGs in one batched call (nvJPEG on CUDA).
+
+    Anything that is not a JPEG (PNG, ...) is decoded on the CPU and moved.
+    """
+    device = torch.device(device)
+    jpeg_at = [i for i, data in enumerate(datas) if is_jpeg(data)]
+    images: list[torch.Tensor | None] = [None] * len(datas)
+    if jpeg_at:
+        decoded = decode_jpeg([datas[i] for i in jpeg_at], mode=ImageReadMode.RGB, device=device)
+        for i, image in zip(jpeg_at, decoded):
+            images[i] = image
+    for i, data in enumerate(datas):
+        if images[i] is None:
+            images[i] = decode_rgb(data).to(device)
+    return images
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(w, h) from the file header only (PIL reads lazily); DataError if missing or unreadable."""
+    if not Path(path).is_file():
+        raise DataError(f"{path}: image file missing")
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError) as err:
+        raise DataError(f"{path}: cannot read image header: {err}") from None

@@ -1,0 +1,132 @@
+"""Batching: `collate`, `build_loader` (workers, pinned memory, distributed sampling), device decoding.
+
+A batch is a dict::
+
+    images          (B, 3, H, W) float32
+    labels          (B,) int64
+    boxes           list of B (K_i, 4) float32 tensors
+    image_ids       list of B str
+    masks, ignores  (B, H, W) bool            when the items carry them
+    images_resized  (B, 3, R, R) float32      when the items carry them (ten-crop)
+    skipped         int, items dropped because they failed to load (skip_bad=True)
+
+On a CPU run the workers decode (torchvision.io). With `decode_device="cuda"` the workers only read
+the encoded bytes and each batch's JPEGs are decoded in one nvJPEG call on the GPU, then transformed
+there (`DeviceLoader`).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from satlib.data.dataset import WSOLDataset
+from satlib.data.io import decode_jpegs, decode_rgb
+from satlib.data.records import DataError, log
+
+_STACKED = (("mask", "masks"), ("ignore", "ignores"), ("image_resized", "images_resized"))
+
+
+def collate(batch: list[dict | None]) -> dict | None:
+    """Items -> batch dict (see the module docstring); None items (skipped) are dropped and counted.
+
+    Returns None when every item of the batch was skipped.
+    """
+    items = [item for item in batch if item is not None]
+    if not items:
+        return None
+    out = {"images": torch.stack([item["image"] for item in items]),
+           "labels": torch.tensor([item["label"] for item in items], dtype=torch.long),
+           "boxes": [item["boxes"] for item in items],
+           "image_ids": [item["image_id"] for item in items]}
+    for key, batch_key in _STACKED:
+        if key in items[0]:
+            out[batch_key] = torch.stack([item[key] for item in items])
+    out["skipped"] = len(batch) - len(items)
+    return out
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """Loader worker processes: none on a small CPU box (the model needs the cores), more on a GPU box.
+
+    With CUDA: the CPUs per visible GPU minus one for the training process, at most 8. Without: 0 up to
+    4 CPUs, then a quarter of them (at most 4).
+    """
+    cpus = cpu_count()
+    if torch.cuda.is_available():
+        per_gpu = cpus // max(1, torch.cuda.device_count())
+        return max(1, min(8, per_gpu - 1))
+    return 0 if cpus <= 4 else min(4, cpus // 4)
+
+
+def build_loader(dataset: WSOLDataset, batch_size: int, *, train: bool, workers: int | None = None,
+                 distributed: bool = False, seed: int = 0, decode_device: str | torch.device | None = None,
+                 drop_last: bool | None = None) -> "DataLoader | DeviceLoader":
+    """A DataLoader over `dataset`: shuffled (seeded) and drop_last when `train`, sequential otherwise.
+
+    `distributed` uses a DistributedSampler (call `loader.sampler.set_epoch(epoch)` every epoch).
+    `decode_device` (e.g. "cuda") decodes JPEGs batched on that device (a `DeviceLoader`).
+    """
+    workers = default_workers() if workers is None else workers
+    drop_last = train if drop_last is None else drop_last
+    on_device = decode_device is not None and torch.device(decode_device).type != "cpu"
+    if on_device:
+        dataset = copy.copy(dataset)
+        dataset.deferred_decode = True
+    generator = torch.Generator().manual_seed(seed)
+    sampler = DistributedSampler(dataset, shuffle=train, seed=seed, drop_last=drop_last) if distributed else None
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
+                        num_workers=workers, collate_fn=list if on_device else collate,
+                        pin_memory=torch.cuda.is_available() and not on_device, drop_last=drop_last,
+                        persistent_workers=workers > 0, generator=generator)
+    return DeviceLoader(loader, dataset, decode_device) if on_device else loader
+
+
+class DeviceLoader:
+    """Wraps a DataLoader of encoded samples: each batch is decoded (nvJPEG) and transformed on `device`."""
+
+    def __init__(self, loader: DataLoader, dataset: WSOLDataset, device: str | torch.device):
+        self.loader, self.dataset, self.device = loader, dataset, torch.device(device)
+
+    @property
+    def sampler(self):
+        return self.loader.sampler
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for samples in self.loader:
+            yield finish_on_device(self.dataset, samples, self.device)
+
+
+def finish_on_device(dataset: WSOLDataset, samples: list[dict | None], device: torch.device) -> dict | None:
+    """Encoded samples -> batch on `device`: one batched JPEG decode, then each item's transform."""
+    kept = [s for s in samples if s is not None]
+    try:
+        images = decode_jpegs([s["data"] for s in kept], device)
+    except RuntimeError:  # one bad file fails the whole batched call: decode one by one to name it
+        images = [None] * len(kept)
+    items: list[dict | None] = [None] * (len(samples) - len(kept))
+    for sample, image in zip(kept, images):
+        record = sample["record"]
+        try:
+            if image is None:
+                image = decode_rgb(sample["data"], record.path, record.source).to(device)
+            items.append(dataset.finish({**sample, "image": image}))
+        except DataError as err:
+            if not dataset.skip_bad:
+                raise
+            log.warning("skipped while loading: %s", err)
+            items.append(None)
+    return collate(items)
