@@ -1,0 +1,425 @@
+"""Localization maps -> boxes, batched over maps and thresholds, and the IoU that scores them.
+
+Two published protocols, reproduced as their code runs (SAT: ``evaluator.py``, ``utils/func.py``,
+``utils/accuracy.py``; wsolevaluation: ``inference.py``, ``evaluation.py``):
+
+=====================  ========================================  ==============================================
+step                   ``protocol="sat"``                        ``protocol="wsoleval"``
+=====================  ========================================  ==============================================
+normalise              min-max, ``(m - min) / (max - min + 1e-5)``  after the resize: ``m -= min; m /= max``;
+                       on the raw map, float32                    a constant map becomes zeros
+resize                 bilinear to the image (cv2 ``INTER_LINEAR``,  bicubic (cv2 ``INTER_CUBIC``) of the raw map
+                       half-pixel centres; bit-exact here)        (torch bicubic, same kernel a=-0.75; see below)
+foreground at t        ``map > t`` (float32)                      8-bit map ``q = uint8(255 * map)``,
+                                                                  ``q > int(t * q.max())``
+components             8-connected (``skimage.measure.label``)    ``cv2.findContours(RETR_TREE)``: outer contours
+                                                                  of 8-connected components, and hole contours
+                                                                  (4-connected background not reaching the border)
+"largest"              most pixels; ties: first in raster order    largest outer-contour polygon area (holes filled),
+                                                                  ties: the contour cv2 lists first, i.e. the
+                                                                  component whose first pixel is last in raster order
+box (xyxy, pixels)     ``[min_col, min_row, max_col+1, max_row+1]``  ``[min_col, min_row, max_col+1, max_row+1]``
+                                                                  clipped to ``W-1`` / ``H-1``; a hole gives the box
+                                                                  of the foreground pixels around it,
+                                                                  ``[min_col-1, min_row-1, max_col+2, max_row+2]``
+                                                                  of its pixels, clipped the same way
+nothing above t        ``[0, 0, W, H]`` (the whole image)         ``[0, 0, 0, 0]``
+IoU                    ``+1`` ("inclusive") formula, max over GT    same
+=====================  ========================================  ==============================================
+
+Exactness: the bilinear resize reproduces cv2's float32 ``INTER_LINEAR`` (``a + (b - a) * w`` with one
+rounding, per pass). The bicubic resize is torch's; it differs from cv2's ``INTER_CUBIC`` by ~1 ulp
+on some pixels, which after 8-bit quantisation moves about 1 pixel in 10^5 by one level. Contour
+polygon areas are computed exactly without tracing contours: the area of the outer contour
+through pixel centres equals (number of 2x2 windows of the hole-filled component with 3 pixels)/2
++ (number with 4 pixels). Everything after the resize is exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from satlib.evaluation import components as cc
+
+PROTOCOLS = ("sat", "wsoleval")
+SAT_THRESHOLDS = (0.3, 0.35, 0.4, 0.45)  # official train.py sweep (evaluator.py then uses the best one)
+WSOLEVAL_THRESHOLDS = tuple(float(t) for t in np.arange(0, 1, 0.01))  # cam_curve_interval=0.01
+MAX_PIXELS_CPU = 1 << 22  # planes x pixels per device-path chunk (bounds memory)
+MAX_PIXELS_CUDA = 1 << 25
+
+
+def check_protocol(protocol: str) -> str:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
+    return protocol
+
+
+def default_thresholds(protocol: str) -> tuple[float, ...]:
+    """Each protocol's own threshold list: SAT's [0.3, 0.35, 0.4, 0.45], wsoleval's 0.00..0.99."""
+    return SAT_THRESHOLDS if check_protocol(protocol) == "sat" else WSOLEVAL_THRESHOLDS
+
+
+def image_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
+    """Image size as (H, W) from an int or an (H, W) pair."""
+    H, W = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if H < 1 or W < 1:
+        raise ValueError(f"image_size must be positive, got {image_size}")
+    return int(H), int(W)
+
+
+def check_thresholds(thresholds: Sequence[float]) -> Tensor:
+    """Thresholds as a float64 (T,) tensor; each must be finite and in [0, 1]."""
+    values = torch.as_tensor(thresholds, dtype=torch.float64).reshape(-1)
+    if values.numel() == 0:
+        raise ValueError("thresholds is empty")
+    if not torch.isfinite(values).all() or (values < 0).any() or (values > 1).any():
+        raise ValueError(f"thresholds must lie in [0, 1], got {values.tolist()}")
+    return values
+
+
+def check_maps(maps: Tensor) -> Tensor:
+    """Localization maps as finite float32 (N, h, w); a clear error otherwise."""
+    if not isinstance(maps, Tensor):
+        raise TypeError(f"maps must be a torch.Tensor, got {type(maps).__name__}")
+    if maps.dim() != 3:
+        raise ValueError(f"maps must be (N, h, w), got shape {tuple(maps.shape)}")
+    if maps.shape[0] == 0 or maps.shape[1] == 0 or maps.shape[2] == 0:
+        raise ValueError(f"maps is empty: shape {tuple(maps.shape)}")
+    if not maps.is_floating_point():
+        raise TypeError(f"maps must be floating point, got {maps.dtype}")
+    bad = ~torch.isfinite(maps)
+    if bad.any():
+        first = bad.flatten(1).any(1).nonzero()[0, 0].item()
+        raise ValueError(f"maps[{first}] contains NaN or inf")
+    return maps.float()
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalise and resize
+# ---------------------------------------------------------------------------------------------
+
+def _linear_taps(n_in: int, n_out: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """cv2 INTER_LINEAR source taps and weights along one axis: (lo, hi, weight of hi), each (n_out,)."""
+    scale = 1.0 / (n_out / n_in)
+    pos = ((torch.arange(n_out, dtype=torch.float64, device=device) + 0.5) * scale - 0.5).float()
+    lo = torch.floor(pos)
+    weight = pos - lo
+    lo = lo.long()
+    weight = torch.where(lo < 0, 0.0, weight)
+    lo = lo.clamp(min=0)
+    weight = torch.where(lo >= n_in - 1, 0.0, weight)
+    lo = lo.clamp(max=n_in - 1)
+    return lo, (lo + 1).clamp(max=n_in - 1), weight
+
+
+def _lerp(a: Tensor, b: Tensor, weight: Tensor) -> Tensor:
+    """cv2's float32 ``a + (b - a) * w``, product and sum rounded once (fused multiply-add)."""
+    return (a.double() + (b - a).double() * weight.double()).float()
+
+
+def resize_bilinear(maps: Tensor, size: tuple[int, int]) -> Tensor:
+    """cv2.resize(INTER_LINEAR) of float32 maps, (N, h, w) -> (N, H, W); separable, rows first."""
+    H, W = size
+    lo, hi, weight = _linear_taps(maps.shape[-1], W, maps.device)
+    rows = _lerp(maps[..., lo], maps[..., hi], weight)
+    lo, hi, weight = _linear_taps(maps.shape[-2], H, maps.device)
+    return _lerp(rows[:, lo, :], rows[:, hi, :], weight[:, None])
+
+
+def normalize_maps(maps: Tensor, image_size: int | Sequence[int], protocol: str = "sat") -> Tensor:
+    """Min-max normalise and resize as the protocol does, (N, h, w) -> (N, H, W) float32 in [0, 1]."""
+    maps = check_maps(maps)
+    size = image_hw(image_size)
+    if check_protocol(protocol) == "sat":
+        low = maps.amin((1, 2), keepdim=True)
+        high = maps.amax((1, 2), keepdim=True)
+        return resize_bilinear((maps - low) / (high - low + 1e-5), size)
+    big = F.interpolate(maps[:, None], size=size, mode="bicubic", align_corners=False)[:, 0]
+    big = big - big.amin((1, 2), keepdim=True)
+    high = big.amax((1, 2), keepdim=True)
+    # A constant map stays constant under bicubic resizing (up to rounding): zeros, as the official.
+    flat = (maps.amax((1, 2)) == maps.amin((1, 2)))[:, None, None] | (high == 0)
+    return torch.where(flat, 0.0, big / torch.where(flat, 1.0, high))
+
+
+def threshold_levels(normalized: Tensor, thresholds: Sequence[float], protocol: str) -> tuple[Tensor, Tensor]:
+    """Scores (N, H, W) and cuts (N, T) such that the foreground at threshold t is ``scores > cut``.
+
+    SAT compares the float32 map with float32(t); wsoleval quantises to 8 bits and compares with
+    ``int(t * q.max())`` (both as float32, exact).
+    """
+    t = check_thresholds(thresholds).to(normalized.device)
+    N = normalized.shape[0]
+    if check_protocol(protocol) == "sat":
+        return normalized, t.float().expand(N, -1)
+    quantized = (normalized * 255).to(torch.uint8).float()
+    peak = quantized.amax((1, 2)).double()
+    return quantized, torch.floor(t[None, :] * peak[:, None]).float()
+
+
+# ---------------------------------------------------------------------------------------------
+# Components -> inclusive extents (device path and numba path agree exactly)
+# ---------------------------------------------------------------------------------------------
+
+def _plane_masks(scores: Tensor, cuts: Tensor, planes: Tensor) -> Tensor:
+    """Foreground of the selected (map, threshold) planes, flat index map*T + t -> (P, H, W) bool."""
+    T = cuts.shape[1]
+    return scores[planes // T] > cuts.reshape(-1)[planes][:, None, None]
+
+
+def _chunks(total: int, per_plane: int, device: torch.device) -> list[Tensor]:
+    budget = MAX_PIXELS_CUDA if device.type == "cuda" else MAX_PIXELS_CPU
+    step = max(1, budget // per_plane)
+    return list(torch.arange(total, device=device).split(step))
+
+
+def _border(H: int, W: int, device: torch.device) -> Tensor:
+    edge = torch.zeros(H, W, dtype=torch.int64, device=device)
+    edge[0, :] = edge[-1, :] = 1
+    edge[:, 0] = edge[:, -1] = 1
+    return edge.reshape(-1)
+
+
+def _holes(mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Holes of (P, H, W) masks: 4-connected background labels and which pixels are holes (P, n)."""
+    P, H, W = mask.shape
+    n = H * W
+    labels = cc.label_components(~mask, connectivity=4)
+    reaches = cc.label_sums(labels, _border(H, W, mask.device).expand(P, n)) > 0
+    background = ~mask.reshape(P, n)
+    return labels, background & ~reaches.gather(1, labels[:, :n])
+
+
+def _window_area2(filled: Tensor, labels: Tensor) -> Tensor:
+    """Twice the outer-contour polygon area per label: 2x2 windows with 3 pixels count 1, with 4 count 2."""
+    P, H, W = filled.shape
+    n = H * W
+    f = filled.to(torch.int8)
+    count = f[:, :-1, :-1] + f[:, 1:, :-1] + f[:, :-1, 1:] + f[:, 1:, 1:]
+    area2 = (count == 3).long() + 2 * (count == 4).long()
+    grid = labels[:, :n].reshape(P, H, W)
+    corner = torch.minimum(torch.minimum(grid[:, :-1, :-1], grid[:, 1:, :-1]),
+                           torch.minimum(grid[:, :-1, 1:], grid[:, 1:, 1:]))
+    sums = torch.zeros(P, n + 1, dtype=torch.int64, device=filled.device)
+    return sums.scatter_add_(1, corner.reshape(P, -1), area2.reshape(P, -1))
+
+
+def _largest_device(scores: Tensor, cuts: Tensor, protocol: str) -> Tensor:
+    """Largest component per (map, threshold) with torch ops -> (N, T, 4) extents, -1 if empty."""
+    N, H, W = scores.shape
+    T = cuts.shape[1]
+    n = H * W
+    index = torch.arange(n, device=scores.device)
+    rows, cols = index // W, index % W
+    out = torch.empty(N * T, 4, dtype=torch.int64, device=scores.device)
+    for planes in _chunks(N * T, n, scores.device):
+        mask = _plane_masks(scores, cuts, planes)
+        if protocol == "sat":
+            labels = cc.label_components(mask, connectivity=8)
+            key = cc.label_sums(labels)[:, :n] * (n + 1) + (n - index)  # most pixels, then first
+        else:
+            filled = mask | _holes(mask)[1].reshape(mask.shape)
+            labels = cc.label_components(filled, connectivity=8)
+            key = _window_area2(filled, labels)[:, :n] * (n + 1) + index  # largest area, then last
+        key = torch.where(cc.root_mask(labels), key, -1)
+        best_key, best = key.max(1)
+        member = labels[:, :n] == best[:, None]
+        big = torch.tensor(n, device=scores.device)
+        extent = torch.stack([torch.where(member, rows, big).amin(1), torch.where(member, cols, big).amin(1),
+                              torch.where(member, rows, -1).amax(1), torch.where(member, cols, -1).amax(1)], 1)
+        out[planes] = torch.where(best_key[:, None] >= 0, extent, -1)
+    return out.reshape(N, T, 4)
+
+
+def _largest_cpu(scores: Tensor, cuts: Tensor, protocol: str) -> Tensor:
+    """Largest component per (map, threshold) with the numba component tree -> (N, T, 4)."""
+    wsoleval = protocol == "wsoleval"
+    ext = cc.largest_extents(scores.cpu().numpy(), cuts.cpu().numpy(), fill_holes=wsoleval,
+                             window_area=wsoleval, prefer_last=wsoleval)
+    return torch.from_numpy(ext).to(scores.device)
+
+
+def _pad_rows(plane: Tensor, rows: Tensor, P: int) -> tuple[Tensor, Tensor]:
+    """Rows (M, 5) = (kind, extent) of planes `plane` (M,) -> padded (P, K, 5) and valid (P, K).
+
+    Planes with no row get one row of kind 0 and extent -1 (nothing above the threshold).
+    """
+    device = rows.device
+    order = torch.arange(plane.numel(), device=device)
+    for column in [rows[:, k] for k in range(rows.shape[1] - 1, -1, -1)] + [plane]:
+        order = order[torch.argsort(column[order], stable=True)]  # canonical: plane, kind, extent
+    plane, rows = plane[order], rows[order]
+    counts = torch.bincount(plane, minlength=P)
+    K = max(1, int(counts.max().item())) if plane.numel() else 1
+    start = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(plane.numel(), device=device) - start[plane]
+    padded = torch.full((P, K, 5), -1, dtype=torch.int64, device=device)
+    padded[:, :, 0] = 0
+    padded[plane, slot] = rows
+    valid = torch.zeros(P, K, dtype=torch.bool, device=device)
+    valid[plane, slot] = True
+    valid[:, 0] = True
+    return padded, valid
+
+
+def _all_device(scores: Tensor, cuts: Tensor, protocol: str) -> tuple[Tensor, Tensor]:
+    """Every component (and wsoleval hole) per (map, threshold) -> (N, T, K, 5) rows, (N, T, K) valid."""
+    N, H, W = scores.shape
+    T = cuts.shape[1]
+    n = H * W
+    plane_ids, row_list = [], []
+    for planes in _chunks(N * T, 6 * n, scores.device):
+        mask = _plane_masks(scores, cuts, planes)
+        groups = [(cc.label_components(mask, connectivity=8), None, 0)]
+        if protocol == "wsoleval":
+            labels, hole = _holes(mask)
+            groups.append((labels, hole, 1))
+        for labels, keep, kind in groups:
+            root = cc.root_mask(labels) & (labels[:, :n] < n)
+            if keep is not None:
+                root &= keep
+            which, pixel = root.nonzero(as_tuple=True)
+            extent = cc.label_extents(labels, W)[which, pixel]
+            plane_ids.append(planes[which])
+            row_list.append(torch.cat([torch.full_like(extent[:, :1], kind), extent], 1))
+    rows, valid = _pad_rows(torch.cat(plane_ids), torch.cat(row_list), N * T)
+    return rows.reshape(N, T, -1, 5), valid.reshape(N, T, -1)
+
+
+def _all_cpu(scores: Tensor, cuts: Tensor, protocol: str) -> tuple[Tensor, Tensor]:
+    """Every component (and wsoleval hole) with the numba component tree, as `_all_device`."""
+    N, T = cuts.shape
+    found = torch.from_numpy(cc.all_extents(scores.cpu().numpy(), cuts.cpu().numpy(),
+                                            holes=protocol == "wsoleval"))
+    rows, valid = _pad_rows(found[:, 0] * T + found[:, 1], found[:, 2:], N * T)
+    return rows.reshape(N, T, -1, 5).to(scores.device), valid.reshape(N, T, -1).to(scores.device)
+
+
+def extents_to_boxes(extents: Tensor, protocol: str, image_size: int | Sequence[int],
+                     holes: Tensor | None = None) -> Tensor:
+    """Inclusive extents (..., 4) (min_row, min_col, max_row, max_col; -1 = nothing) -> xyxy boxes (..., 4).
+
+    SAT: ``[min_col, min_row, max_col+1, max_row+1]``, nothing -> ``[0, 0, W, H]``. wsoleval: the
+    same clipped to ``W-1``/``H-1`` (holes grown by one pixel first), nothing -> ``[0, 0, 0, 0]``.
+    """
+    H, W = image_hw(image_size)
+    r0, c0, r1, c1 = extents.unbind(-1)
+    empty = r0 < 0
+    if check_protocol(protocol) == "sat":
+        boxes = torch.stack([c0, r0, c1 + 1, r1 + 1], -1)
+        whole = torch.tensor([0, 0, W, H], device=extents.device)
+        return torch.where(empty[..., None], whole, boxes)
+    grow = torch.zeros_like(r0) if holes is None else holes.long()
+    boxes = torch.stack([c0 - grow, r0 - grow, (c1 + 1 + grow).clamp(max=W - 1),
+                         (r1 + 1 + grow).clamp(max=H - 1)], -1)
+    return torch.where(empty[..., None], 0, boxes)
+
+
+def boxes_from_maps(maps: Tensor, thresholds: Sequence[float], image_size: int | Sequence[int],
+                    mode: str = "largest", protocol: str = "sat", backend: str = "auto"):
+    """Boxes of thresholded maps, (N, h, w) -> (N, T, 4) int64 xyxy pixels, batched on the maps' device.
+
+    Per map: normalise, resize to `image_size`, threshold at every t, 8-connected components.
+    ``mode="largest"`` returns the largest component's box, (N, T, 4). ``mode="all"`` returns
+    ``(boxes, valid)``, (N, T, K, 4) and (N, T, K) bool: every component's box (with wsoleval, also
+    every hole contour's box; MaxBoxAccV2's multi-contour variant), padded to the largest count K.
+    Conventions per protocol are in the module docstring. `backend`: "propagate" (torch label
+    propagation, any device), "union_find" (numba component tree, CPU), or "auto" (the first on
+    CUDA, the second on CPU); both give identical boxes.
+    """
+    if mode not in ("largest", "all"):
+        raise ValueError(f"mode must be 'largest' or 'all', got {mode!r}")
+    if backend not in ("auto", "propagate", "union_find"):
+        raise ValueError(f"backend must be 'auto', 'propagate' or 'union_find', got {backend!r}")
+    scores, cuts = threshold_levels(normalize_maps(maps, image_size, protocol), thresholds, protocol)
+    return boxes_from_levels(scores, cuts, image_size, mode, protocol, backend)
+
+
+def boxes_from_levels(scores: Tensor, cuts: Tensor, image_size: int | Sequence[int], mode: str = "largest",
+                      protocol: str = "sat", backend: str = "auto"):
+    """`boxes_from_maps` after `normalize_maps` and `threshold_levels`: (N, H, W) scores, (N, T) cuts."""
+    if backend == "auto":
+        backend = "propagate" if scores.is_cuda else "union_find"
+    if mode == "largest":
+        extents = (_largest_device if backend == "propagate" else _largest_cpu)(scores, cuts, protocol)
+        return extents_to_boxes(extents, protocol, image_size)
+    rows, valid = (_all_device if backend == "propagate" else _all_cpu)(scores, cuts, protocol)
+    boxes = extents_to_boxes(rows[..., 1:], protocol, image_size, holes=rows[..., 0] == 1)
+    return torch.where(valid[..., None], boxes, 0), valid
+
+
+# ---------------------------------------------------------------------------------------------
+# IoU and ground-truth boxes
+# ---------------------------------------------------------------------------------------------
+
+def box_iou(boxes: Tensor, gt_boxes: Tensor) -> Tensor:
+    """Pairwise IoU with the +1 ("inclusive") formula, (..., A, 4) x (..., K, 4) -> (..., A, K) float64.
+
+    ``inter = max(0, min(x1) - max(x0) + 1) * max(0, min(y1) - max(y0) + 1)``, areas
+    ``(x1 - x0 + 1) * (y1 - y0 + 1)``, as both official codes.
+    """
+    a = boxes.double()[..., :, None, :]
+    b = gt_boxes.double()[..., None, :, :]
+    width = (torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0]) + 1).clamp(min=0)
+    height = (torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1]) + 1).clamp(min=0)
+    inter = width * height
+    area_a = (a[..., 2] - a[..., 0] + 1) * (a[..., 3] - a[..., 1] + 1)
+    area_b = (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1)
+    return inter / (area_a + area_b - inter)
+
+
+def check_gt_boxes(gt_boxes: Sequence[Tensor] | Tensor, image_size: int | Sequence[int],
+                   batch: int | None = None) -> list[Tensor]:
+    """Validate per-image GT boxes (each (K, 4) xyxy, K >= 1) -> list of float64 tensors.
+
+    Coordinates must be finite, 0 <= x0 <= x1 <= W and 0 <= y0 <= y1 <= H.
+    """
+    H, W = image_hw(image_size)
+    if isinstance(gt_boxes, Tensor) and gt_boxes.dim() == 2:
+        raise ValueError(f"gt_boxes must be per image: a list of (K, 4) tensors or a (B, K, 4) tensor, "
+                         f"got shape {tuple(gt_boxes.shape)}")
+    boxes = [torch.as_tensor(b) for b in gt_boxes]
+    if batch is not None and len(boxes) != batch:
+        raise ValueError(f"gt_boxes has {len(boxes)} images but the maps have {batch}")
+    for i, b in enumerate(boxes):
+        if b.dim() != 2 or b.shape[-1] != 4 or b.shape[0] == 0:
+            raise ValueError(f"gt_boxes[{i}] must be (K, 4) with K >= 1, got shape {tuple(b.shape)}")
+    checked = [b.double() for b in boxes]
+    everything = torch.cat([b.cpu() for b in checked])
+    x0, y0, x1, y1 = everything.unbind(-1)
+    ok = torch.isfinite(everything).all(-1) & (0 <= x0) & (x0 <= x1) & (x1 <= W) & (0 <= y0) & (y0 <= y1) & (y1 <= H)
+    if not ok.all():
+        first = int((~ok).nonzero()[0, 0])
+        image = int(np.searchsorted(np.cumsum([b.shape[0] for b in checked]), first, side="right"))
+        row = first - sum(b.shape[0] for b in checked[:image])
+        raise ValueError(f"gt_boxes[{image}] row {row}: {everything[first].tolist()} is not a finite box inside "
+                         f"the {H}x{W} image (need 0 <= x0 <= x1 <= W, 0 <= y0 <= y1 <= H)")
+    return checked
+
+
+def pad_gt_boxes(gt_boxes: list[Tensor], device: torch.device) -> tuple[Tensor, Tensor]:
+    """Per-image (K_i, 4) boxes -> (B, K, 4) float64 padded with copies of each image's first box, and valid (B, K)."""
+    K = max(b.shape[0] for b in gt_boxes)
+    padded = torch.stack([torch.cat([b, b[:1].expand(K - b.shape[0], 4)]) for b in gt_boxes]).to(device)
+    valid = torch.stack([torch.arange(K) < b.shape[0] for b in gt_boxes]).to(device)
+    return padded, valid
+
+
+def max_iou(boxes: Tensor, gt_boxes: Tensor, box_valid: Tensor | None = None) -> Tensor:
+    """Best IoU of each image's boxes with its GT boxes.
+
+    boxes (B, T, 4) or (B, T, A, 4) with box_valid (B, T, A); gt_boxes (B, K, 4) padded by
+    repeating a real box (see `pad_gt_boxes`), so padding never changes the max -> (B, T) float64.
+    """
+    if boxes.dim() == 3:
+        return box_iou(boxes, gt_boxes).amax(-1)  # (B, T, 4) x (B, K, 4) -> (B, T, K)
+    B, T, A, _ = boxes.shape
+    iou = box_iou(boxes.reshape(B, T * A, 4), gt_boxes).amax(-1).reshape(B, T, A)
+    if box_valid is not None:
+        iou = torch.where(box_valid, iou, -1.0)
+    return iou.amax(-1)

@@ -1,0 +1,170 @@
+"""LocalizationEvaluator: streaming Top-1/5 Cls, Top-1/5 Loc, GT-known, MaxBoxAcc(V2), IoU30/50/70, PxAP.
+
+Memory is bounded by the batch: per-threshold hit counters (and, for PxAP, two per-threshold
+histograms) are all that is kept between batches.
+
+How the two protocols read the same counters (percentages 0..100; "loc hit" = IoU >= 0.5):
+
+- ``protocol="sat"`` (official SAT ``evaluator.py``): one box per image and threshold, the
+  largest component's. GT-known = loc hit; Top-1/Top-5 Loc = label in the top-1/top-5 scores and
+  loc hit (Top-5 Loc uses the same class-agnostic box). The best threshold is the first argmax of
+  GT-known + Top-1 Loc (of GT-known alone when no logits are given), and every number is reported
+  at it: ``gt_known``, ``top1_loc``, ``top5_loc``, ``iou30/50/70``. SAT prints no MaxBoxAcc;
+  here ``maxboxacc`` = max over thresholds of GT-known and ``maxboxacc_v2`` = mean of
+  IoU30/50/70 at the best threshold (what the official prints as "Mean").
+- ``protocol="wsoleval"`` (wsolevaluation ``BoxEvaluator``): ``maxboxacc`` = max over thresholds
+  of the accuracy at IoU 50 with the largest contour's box; ``best_threshold`` is its first
+  argmax, where ``gt_known``, ``top1_loc`` and ``top5_loc`` are read. ``iou30/50/70`` = for each IoU
+  level, the max over thresholds of the accuracy with any contour's box (multi-contour), and
+  ``maxboxacc_v2`` = their mean.
+
+``top1_cls``/``top5_cls``/``top1_loc``/``top5_loc`` need ``logits`` and ``labels``; ``pxap``
+needs ``gt_masks`` (1 foreground, 0 background, 255 ignored, as wsolevaluation's masks) and uses
+the protocol's normalised maps. Ten-crop classification is the caller's choice
+(`satlib.evaluation.ten_crop_probs` gives probabilities that can be passed as ``logits``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from satlib.evaluation.boxes import (boxes_from_levels, check_gt_boxes, check_maps, check_protocol,
+                                     check_thresholds, default_thresholds, image_hw, max_iou,
+                                     normalize_maps, pad_gt_boxes, threshold_levels)
+from satlib.evaluation.masks import PixelAPMeter, check_masks
+
+LOC_IOU = 50  # GT-known and Top-k Loc use IoU >= 0.5 in both protocols
+
+
+class LocalizationEvaluator:
+    """Streaming WSOL metrics over batches of localization maps; see the module docstring.
+
+    Args:
+        thresholds: map thresholds in [0, 1]; default the protocol's own (SAT: 0.3..0.45,
+            wsoleval: 0.00..0.99 step 0.01).
+        iou_thresholds: IoU levels in percent for ``iou<k>`` and MaxBoxAccV2.
+        image_size: side (or (H, W)) the maps are resized to; GT boxes are in these pixels.
+        protocol: "sat" or "wsoleval".
+        backend: connected components: "auto", "propagate" (torch) or "union_find" (numba, CPU).
+    """
+
+    def __init__(self, thresholds: Sequence[float] | None = None, iou_thresholds: Sequence[int] = (30, 50, 70),
+                 image_size: int | Sequence[int] = 224, protocol: str = "sat", backend: str = "auto"):
+        self.protocol = check_protocol(protocol)
+        chosen = default_thresholds(protocol) if thresholds is None else thresholds
+        self.thresholds = tuple(check_thresholds(chosen).tolist())
+        self.iou_thresholds = tuple(int(k) for k in iou_thresholds)
+        if not self.iou_thresholds or any(k != i or not 0 < k <= 100 for k, i in zip(self.iou_thresholds, iou_thresholds)):
+            raise ValueError(f"iou_thresholds must be integers in (0, 100], got {tuple(iou_thresholds)}")
+        self.image_size = image_hw(image_size)
+        self.backend = backend
+        self._levels = sorted(set(self.iou_thresholds) | {LOC_IOU})
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every update."""
+        T, L = len(self.thresholds), len(self._levels)
+        self.count = 0
+        self.with_logits: bool | None = None
+        self.with_masks: bool | None = None
+        self.top1_cls = self.top5_cls = 0
+        self.largest_hits = torch.zeros(L, T, dtype=torch.int64)  # largest box IoU >= level
+        self.any_hits = torch.zeros(L, T, dtype=torch.int64)  # any box IoU >= level (wsoleval)
+        self.top1_loc = torch.zeros(T, dtype=torch.int64)
+        self.top5_loc = torch.zeros(T, dtype=torch.int64)
+        self.pixel_ap = PixelAPMeter(self.thresholds) if self._pxap_possible() else None
+
+    def _pxap_possible(self) -> bool:
+        return all(b > a for a, b in zip(self.thresholds, self.thresholds[1:])) and self.thresholds[-1] < 1
+
+    def _check_batch(self, B: int, logits: Tensor | None, labels: Tensor | None, gt_masks: Tensor | None) -> None:
+        if (logits is None) != (labels is None):
+            raise ValueError("logits and labels must be given together")
+        if logits is not None:
+            if logits.dim() != 2 or logits.shape[0] != B:
+                raise ValueError(f"logits must be (B, classes) with B = {B}, got shape {tuple(logits.shape)}")
+            if labels.shape != (B,):
+                raise ValueError(f"labels must be (B,) with B = {B}, got shape {tuple(labels.shape)}")
+            if labels.is_floating_point() or (labels < 0).any() or (labels >= logits.shape[1]).any():
+                raise ValueError(f"labels must be integer classes in [0, {logits.shape[1]})")
+            if not torch.isfinite(logits).all():
+                raise ValueError("logits contains NaN or inf")
+        for name, given, seen in (("logits", logits is not None, self.with_logits),
+                                  ("gt_masks", gt_masks is not None, self.with_masks)):
+            if seen is not None and given != seen:
+                raise ValueError(f"{name} given in {'earlier' if seen else 'this'} update but not in "
+                                 f"{'this' if seen else 'earlier'} one: every batch must have it or none")
+        if gt_masks is not None and self.pixel_ap is None:
+            raise ValueError(f"PxAP needs increasing thresholds below 1, got {self.thresholds}")
+
+    def update(self, loc_maps: Tensor, gt_boxes: Sequence[Tensor] | Tensor, logits: Tensor | None = None,
+               labels: Tensor | None = None, gt_masks: Tensor | None = None) -> Tensor:
+        """Add a batch: maps (B, h, w), per-image GT boxes (K, 4) xyxy in image pixels, optional
+        logits (B, classes) with labels (B,), optional masks (B, H, W). Returns the largest box's
+        best IoU with the GT boxes, (B, T) float64."""
+        maps = check_maps(loc_maps)
+        B = maps.shape[0]
+        boxes = check_gt_boxes(gt_boxes, self.image_size, batch=B)
+        self._check_batch(B, logits, labels, gt_masks)
+        masks = check_masks(gt_masks, (B, *self.image_size)) if gt_masks is not None else None
+
+        normalized = normalize_maps(maps, self.image_size, self.protocol)
+        scores, cuts = threshold_levels(normalized, self.thresholds, self.protocol)
+        gt, _ = pad_gt_boxes(boxes, maps.device)
+        largest = boxes_from_levels(scores, cuts, self.image_size, "largest", self.protocol, self.backend)
+        iou = max_iou(largest, gt)  # (B, T)
+        levels = torch.tensor(self._levels, dtype=torch.float64, device=iou.device)[:, None, None] / 100
+        self.largest_hits += (iou >= levels).sum(1).cpu()
+        if self.protocol == "wsoleval":
+            every, valid = boxes_from_levels(scores, cuts, self.image_size, "all", self.protocol, self.backend)
+            self.any_hits += (max_iou(every, gt, valid) >= levels).sum(1).cpu()
+
+        if logits is not None:
+            k = min(5, logits.shape[1])
+            top = logits.topk(k, dim=1).indices
+            hit5 = (top == labels[:, None].to(top.device)).any(1)
+            hit1 = top[:, 0] == labels.to(top.device)
+            located = iou >= LOC_IOU / 100
+            self.top1_cls += int(hit1.sum())
+            self.top5_cls += int(hit5.sum())
+            self.top1_loc += (hit1.to(iou.device)[:, None] & located).sum(0).cpu()
+            self.top5_loc += (hit5.to(iou.device)[:, None] & located).sum(0).cpu()
+        if masks is not None:
+            self.pixel_ap.update(normalized, masks.to(normalized.device))
+        self.count += B
+        self.with_logits, self.with_masks = logits is not None, masks is not None
+        return iou
+
+    def compute(self) -> dict[str, float]:
+        """Metrics in percent (and ``best_threshold``); see the module docstring for each key."""
+        if self.count == 0:
+            raise RuntimeError("LocalizationEvaluator.compute(): no images were evaluated (call update() first)")
+        n = float(self.count)
+
+        def pct(hits: Tensor) -> Tensor:
+            return hits.double() * 100.0 / n
+
+        at = {level: i for i, level in enumerate(self._levels)}
+        known = pct(self.largest_hits[at[LOC_IOU]])
+        if self.protocol == "sat":
+            # Official: strict '>' over gt_known.avg + loc_top1.avg, starting from 0 -> first argmax.
+            score = known + pct(self.top1_loc) if self.with_logits else known
+            best = int(torch.argmax(score))
+            ious = {k: float(pct(self.largest_hits[at[k]])[best]) for k in self.iou_thresholds}
+            maxboxacc = float(known.max())
+        else:
+            best = int(torch.argmax(known))
+            ious = {k: float(pct(self.any_hits[at[k]]).max()) for k in self.iou_thresholds}
+            maxboxacc = float(known[best])
+        result = {"gt_known": float(known[best]), "maxboxacc": maxboxacc,
+                  "maxboxacc_v2": sum(ious.values()) / len(ious), "best_threshold": self.thresholds[best],
+                  **{f"iou{k}": v for k, v in ious.items()}}
+        if self.with_logits:
+            result.update(top1_cls=100.0 * self.top1_cls / n, top5_cls=100.0 * self.top5_cls / n,
+                          top1_loc=float(pct(self.top1_loc)[best]), top5_loc=float(pct(self.top5_loc)[best]))
+        if self.with_masks:
+            result["pxap"] = self.pixel_ap.compute()
+        return result
