@@ -1,0 +1,110 @@
+"""Checkpoints: written atomically, read without executing pickled code, rebuilt into a model.
+
+A satlib checkpoint is a dict::
+
+    model       state dict
+    optimizer   state dict (training checkpoints)
+    config      Config.to_dict(): model name, classes, input size, thresholds...
+    epoch, step, best_threshold, metrics, rng
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from satlib.config import Config, config_from_dict
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable, or does not fit the model."""
+
+
+def atomic_write_bytes(path: str | Path, write) -> None:
+    """Call `write(file)` on a temporary file beside `path`, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` so a reader never sees half a file."""
+    atomic_write_bytes(path, lambda f: f.write(text.encode()))
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """torch.save `payload` to `path` atomically (temp file + rename): a crash leaves the old file."""
+    atomic_write_bytes(path, lambda f: torch.save(payload, f))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with `weights_only=True` (no pickled code runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated zip, foreign pickle, ...
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from err
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path}: expected a dict, got {type(payload).__name__}")
+    return payload
+
+
+def model_from_checkpoint(path: str | Path, *, official: bool = False, device: str | torch.device = "cpu",
+                          config: Config | None = None) -> tuple[torch.nn.Module, Config, dict]:
+    """Rebuild the model a checkpoint was trained as; returns (model in eval mode, config, payload).
+
+    `official=True` reads a checkpoint of the official SAT release (no stored config): the model is
+    `config.model.name` (default DeiT-S) with the class count read from its head.
+    """
+    from satlib.models import convert_official_checkpoint, create_model
+
+    payload = load_checkpoint(path)
+    if official:
+        state = convert_official_checkpoint(payload)
+        config = config or Config()
+        if config.model.name == Config().model.name:
+            config.model.name = "sat_deit_small_patch16_224"
+        config.model.num_classes = int(state["head.weight"].shape[0])
+        config.data.img_size, config.data.resize_size = 224, 256
+    else:
+        if "model" not in payload or "config" not in payload:
+            raise CheckpointError(f"{path}: not a satlib checkpoint (keys: {sorted(payload)[:8]}); "
+                                  f"for a checkpoint of the official SAT release pass --official")
+        state = payload["model"]
+        config = config_from_dict(payload["config"], source=f"{path}: config")
+    model = create_model(config.model.name, num_classes=config.model.num_classes, img_size=config.data.img_size,
+                         num_query_blocks=config.model.num_query_blocks, attn_impl=config.model.attn_impl,
+                         **config.model.kwargs)
+    _load_state(model, state, path)
+    return model.to(device).eval(), config, payload
+
+
+def _load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """load_state_dict(strict) with an error that names the key and both shapes."""
+    own = model.state_dict()
+    for key, value in state.items():
+        if key in own and own[key].shape != value.shape:
+            raise CheckpointError(f"{path}: '{key}' has shape {tuple(value.shape)} in the checkpoint but "
+                                  f"{tuple(own[key].shape)} in the model")
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: checkpoint does not fit the model; missing {missing[:6]}, "
+                              f"unexpected {unexpected[:6]}")
+    model.load_state_dict(state)

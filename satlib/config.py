@@ -1,0 +1,186 @@
+"""Run configuration: four dataclasses, loaded from plain YAML and overridden by `section.key=value`.
+
+A config file has up to four sections, each a flat mapping of the fields below:
+
+    model: {name: sat_deit_small_patch16_224, num_classes: 200}
+    train: {lr: 1.0e-4, epochs: 30}
+
+Every checkpoint stores the resolved config (`asdict(config)`), so evaluation and prediction rebuild
+the same model and input size from the checkpoint alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class ModelConfig:
+    name: str = "sat_tiny_convstem"
+    num_classes: int = 200
+    pretrained: str = ""  # "" = random init, "timm" = timm's pretrained cfg, else a local weights file
+    drop_path_rate: float = 0.1
+    drop_rate: float = 0.0
+    num_query_blocks: int = 3
+    attn_impl: str = "sdpa"  # "sdpa" (fused) or "explicit"
+    kwargs: dict = field(default_factory=dict)  # any other create_model kwargs (embed_dim, depth, ...)
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic"  # synthetic | cub | imagenet | openimages
+    root: str = ""  # dataset folder; for `synthetic`, where the generated set is cached
+    img_size: int = 224  # the crop the model sees
+    resize_size: int = 256  # resize before the crop (official: 256 -> 224)
+    protocol: str = "sat"  # sat | wsoleval: test-time geometry and box convention
+    per_class: int = 0  # > 0: few-shot training subset of that many images per class
+    workers: int = -1  # -1 = choose from the machine
+    skip_bad: bool = False  # log and skip unreadable images / malformed rows instead of failing
+    synth: dict = field(default_factory=dict)  # make_synthetic_dataset kwargs when dataset=synthetic
+
+
+@dataclass
+class TrainConfig:
+    out: str = "runs/sat"
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 1e-4
+    min_lr: float = 1e-6
+    weight_decay: float = 0.05
+    warmup_epochs: float = 0.0
+    schedule: str = "cosine"  # cosine | constant (the official train.py never applies its schedule)
+    grad_accum: int = 1
+    area_thr: float = 0.25
+    lambda_area: float = 1.0
+    lambda_norm: float = 1.0
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    compile: bool = False
+    seed: int = 6
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    eval_every: int = 1  # epochs between evaluations; 0 = only after the last epoch
+    time_budget: float = 0.0  # seconds; > 0 sizes the schedule to this wall-clock budget
+    log_every: int = 20
+
+
+@dataclass
+class EvalConfig:
+    protocol: str = "sat"  # sat | wsoleval (see satlib.evaluation)
+    thresholds: list = field(default_factory=list)  # empty = the protocol's own list
+    iou_thresholds: list = field(default_factory=lambda: [30, 50, 70])
+    tencrop: bool = False
+    batch_size: int = 128
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ConfigError(ValueError):
+    """A config file or override names an unknown key or holds a value of the wrong type."""
+
+
+def _field_types(section: Any) -> dict[str, Any]:
+    return typing.get_type_hints(type(section))
+
+
+def _coerce(value: Any, kind: Any, where: str) -> Any:
+    """Check `value` against a field's type; ints pass for floats, None never does."""
+    origin = typing.get_origin(kind) or kind
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"{where}: union field types are not supported")
+    if origin is float and isinstance(value, str) and _looks_numeric(value):
+        value = float(value)  # YAML 1.1 reads `1e-4` (no dot) as a string
+    if origin is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if origin is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if origin is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if origin is str and value is None:
+        return ""
+    if not isinstance(value, origin):
+        raise ConfigError(f"{where}: expected {origin.__name__}, got {value!r}")
+    return value
+
+
+def _set(config: Config, dotted: str, value: Any, source: str) -> None:
+    section_name, _, key = dotted.partition(".")
+    section = getattr(config, section_name, None) if section_name in _SECTIONS else None
+    if section is None or not key:
+        raise ConfigError(f"{source}: unknown key '{dotted}' (sections: {', '.join(_SECTIONS)})")
+    if "." in key and key.split(".", 1)[0] in ("kwargs", "synth"):  # model.kwargs.depth=6
+        mapping_name, sub_key = key.split(".", 1)
+        getattr(section, mapping_name)[sub_key] = value
+        return
+    types_ = _field_types(section)
+    if key not in types_:
+        raise ConfigError(f"{source}: unknown key '{dotted}'")
+    setattr(section, key, _coerce(value, types_[key], f"{source}: '{dotted}'"))
+
+
+_SECTIONS = tuple(f.name for f in dataclasses.fields(Config))
+
+
+def apply_mapping(config: Config, mapping: dict, source: str) -> Config:
+    """Set every `section: {key: value}` of `mapping` on `config` (in place)."""
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(mapping).__name__}")
+    for section_name, values in mapping.items():
+        if section_name not in _SECTIONS:
+            raise ConfigError(f"{source}: unknown section '{section_name}' (sections: {', '.join(_SECTIONS)})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: section '{section_name}' must be a mapping")
+        for key, value in values.items():
+            _set(config, f"{section_name}.{key}", value, source)
+    return config
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'train.lr=1e-3' -> ('train.lr', 0.001); the value is read as YAML (numbers, booleans, lists)."""
+    key, sep, raw = text.lstrip("-").partition("=")
+    if not sep:
+        raise ConfigError(f"override '{text}': expected section.key=value")
+    return key.strip(), (yaml.safe_load(raw) if raw != "" else "")
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> Config:
+    """Defaults, then the YAML file at `path`, then each `section.key=value` override in order."""
+    config = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        with open(path) as f:
+            mapping = yaml.safe_load(f) or {}
+        apply_mapping(config, mapping, str(path))
+    for text in overrides:
+        key, value = parse_override(text)
+        _set(config, key, value, f"override '{text}'")
+    return config
+
+
+def config_from_dict(mapping: dict, source: str = "checkpoint") -> Config:
+    """Rebuild a Config stored by `Config.to_dict()` (e.g. in a checkpoint)."""
+    return apply_mapping(Config(), mapping, source)
