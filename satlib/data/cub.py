@@ -80,17 +80,18 @@ def read_cub(root: Path, split: str, problems: Problems) -> tuple[list[Record], 
     records = []
     for image_id, (lineno, (relpath,)) in images.items():
         where = f"{paths['images.txt']}:{lineno}"
+        if image_id not in splits:
+            problems.report(f"{paths['train_test_split.txt']}: no row for image id {image_id} ({where})")
+            continue
+        if _parse_flag(splits[image_id], paths["train_test_split.txt"], problems) != want:
+            continue
         parts = {}
-        for name, table in (("image_class_labels.txt", labels), ("train_test_split.txt", splits),
-                            ("bounding_boxes.txt", boxes)):
+        for name, table in (("image_class_labels.txt", labels), ("bounding_boxes.txt", boxes)):
             if image_id not in table:
                 problems.report(f"{paths[name]}: no row for image id {image_id} ({where})")
                 break
             parts[name] = table[image_id]
         else:
-            is_train = _parse_flag(parts["train_test_split.txt"], paths["train_test_split.txt"], problems)
-            if is_train is None or is_train != want:
-                continue
             record = _make_record(root, image_id, relpath.strip(), where, parts, paths, len(classes),
                                   problems)
             if record is not None:

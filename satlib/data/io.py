@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io as _io
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +16,24 @@ from satlib.data.records import DataError
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 
+_CODEC_NOTICE = "The image decoding and encoding capabilities of TorchVision"
+
+
+@contextmanager
+def _quiet():
+    """torchvision 0.29 deprecates its codecs in favour of TorchCodec; we use them (nvJPEG batching goes
+    through them), so that one notice is silenced around our calls."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_CODEC_NOTICE, category=DeprecationWarning)
+        yield
+
 
 def read_bytes(path: Path, where: str = "") -> torch.Tensor:
     """The encoded file as a 1-D uint8 tensor; a missing file is a DataError naming it."""
     if not Path(path).is_file():
         raise DataError(f"{path}: image file missing" + (f" (listed at {where})" if where else ""))
-    return read_file(str(path))
+    with _quiet():
+        return read_file(str(path))
 
 
 def is_jpeg(data: torch.Tensor) -> bool:
@@ -30,7 +44,8 @@ def is_jpeg(data: torch.Tensor) -> bool:
 def decode_rgb(data: torch.Tensor, path: Path | str = "", where: str = "") -> torch.Tensor:
     """Encoded bytes -> (3, H, W) uint8 RGB; torchvision first, PIL as a fallback, else a DataError."""
     try:
-        return decode_image(data, mode=ImageReadMode.RGB)
+        with _quiet():
+            return decode_image(data, mode=ImageReadMode.RGB)
     except RuntimeError:
         pass
     try:  # rare formats torchvision does not decode (some CMYK JPEGs, GIF frames, ...)
@@ -46,7 +61,8 @@ def decode_mask(path: Path, where: str = "") -> torch.Tensor:
     """A mask PNG -> (H, W) uint8 (first channel if it has several)."""
     data = read_bytes(path, where)
     try:
-        mask = decode_image(data, mode=ImageReadMode.GRAY)
+        with _quiet():
+            mask = decode_image(data, mode=ImageReadMode.GRAY)
     except RuntimeError as err:
         raise DataError(f"{path}: cannot decode mask" + (f" (listed at {where})" if where else "")
                         + f": {err}") from None
@@ -62,7 +78,8 @@ def decode_jpegs(datas: list[torch.Tensor], device: torch.device | str = "cuda")
     jpeg_at = [i for i, data in enumerate(datas) if is_jpeg(data)]
     images: list[torch.Tensor | None] = [None] * len(datas)
     if jpeg_at:
-        decoded = decode_jpeg([datas[i] for i in jpeg_at], mode=ImageReadMode.RGB, device=device)
+        with _quiet():
+            decoded = decode_jpeg([datas[i] for i in jpeg_at], mode=ImageReadMode.RGB, device=device)
         for i, image in zip(jpeg_at, decoded):
             images[i] = image
     for i, data in enumerate(datas):

@@ -37,9 +37,12 @@ def has_metadata(root: Path, split: str, metadata_root: Path | None = None) -> b
     return (metadata_dir(root, split, metadata_root) / "image_ids.txt").is_file()
 
 
-def read_metadata(meta: Path, image_root: Path, num_classes: int, problems: Problems,
+def read_metadata(meta: Path, image_root: Path, num_classes: int | None, problems: Problems,
                   mask_root: Path | None = None) -> list[Record]:
-    """Records of one wsolevaluation split folder `meta`; images (and masks) under `image_root`."""
+    """Records of one wsolevaluation split folder `meta`; images under `image_root`, masks under `mask_root`.
+
+    Labels must lie in 0..num_classes-1 (None: any label >= 0).
+    """
     meta = Path(meta)
     mask_root = Path(mask_root) if mask_root is not None else Path(image_root)
     ids_path = require_file(meta / "image_ids.txt", "wsolevaluation metadata; see data_scripts/")
@@ -70,15 +73,16 @@ def read_metadata(meta: Path, image_root: Path, num_classes: int, problems: Prob
     return records
 
 
-def _read_labels(path: Path, num_classes: int, problems: Problems) -> dict[str, int]:
+def _read_labels(path: Path, num_classes: int | None, problems: Problems) -> dict[str, int]:
     labels: dict[str, int] = {}
     for lineno, (image_id, text) in read_rows(path, 2, problems, sep=","):
         where = f"{path}:{lineno}"
         label = parse_int(text, where, problems, "a class label")
         if label is None:
             continue
-        if not 0 <= label < num_classes:
-            problems.report(f"{where}: class label {label} out of range 0..{num_classes - 1}")
+        if label < 0 or (num_classes is not None and label >= num_classes):
+            top = "" if num_classes is None else f"{num_classes - 1}"
+            problems.report(f"{where}: class label {label} out of range 0..{top}")
             continue
         labels[image_id] = label
     return labels
