@@ -1,0 +1,103 @@
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from satlib.evaluation import components as cc
+
+
+def _canonical(labels: np.ndarray) -> np.ndarray:
+    """Relabel by first pixel in raster order (scipy's order), background -1."""
+    out = np.full(labels.shape, -1)
+    flat = labels.reshape(-1)
+    for new, old in enumerate(dict.fromkeys(flat[flat > 0]).keys()):
+        out.reshape(-1)[flat == old] = new
+    return out
+
+
+def _spiral(size: int) -> np.ndarray:
+    """A one-pixel-wide spiral: the worst case for plain min-label propagation."""
+    mask = np.zeros((size, size), dtype=bool)
+    r, c, dr, dc = 0, 0, 0, 1
+    lo_r, hi_r, lo_c, hi_c = 0, size - 1, 0, size - 1
+    while lo_r <= hi_r and lo_c <= hi_c:
+        for c in range(lo_c, hi_c + 1):
+            mask[lo_r, c] = True
+        for r in range(lo_r, hi_r + 1):
+            mask[r, hi_c] = True
+        for c in range(lo_c, hi_c + 1):
+            mask[hi_r, c] = True
+        for r in range(lo_r + 2, hi_r + 1):
+            mask[r, lo_c] = True
+        if lo_r + 2 <= hi_r:
+            mask[lo_r + 2, lo_c + 1] = lo_c + 1 <= hi_c - 2
+        lo_r, hi_r, lo_c, hi_c = lo_r + 2, hi_r - 2, lo_c + 2, hi_c - 2
+    return mask
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_label_components_matches_scipy(connectivity):
+    rng = np.random.default_rng(0)
+    masks = rng.random((40, 13, 11)) < rng.uniform(0.2, 0.8, (40, 1, 1))
+    masks[0] = _spiral(13)[:, :11]
+    labels = cc.label_components(torch.from_numpy(masks), connectivity=connectivity)
+    structure = np.ones((3, 3)) if connectivity == 8 else ndimage.generate_binary_structure(2, 1)
+    n = 13 * 11
+    for mask, lab in zip(masks, labels):
+        ours = lab[:n].numpy().reshape(13, 11)
+        assert (ours[~mask] == n).all()
+        # each label is the raster index of its component's first pixel
+        expected = ndimage.label(mask, structure)[0]
+        assert np.array_equal(_canonical(np.where(mask, ours + 1, 0)), _canonical(expected))
+        firsts = ours[mask]
+        assert np.array_equal(mask.reshape(-1)[firsts], np.ones_like(firsts, dtype=bool))
+        assert (firsts <= np.flatnonzero(mask)).all()
+
+
+def test_spiral_converges_to_one_label():
+    mask = torch.from_numpy(_spiral(40))
+    labels = cc.label_components(mask[None], connectivity=8)[0, :-1].reshape(40, 40)
+    assert ndimage.label(mask.numpy(), np.ones((3, 3)))[1] == len(labels[mask].unique())
+
+
+def test_label_sums_and_extents():
+    mask = torch.zeros(1, 4, 5, dtype=torch.bool)
+    mask[0, 0, 0] = mask[0, 1, 1] = True  # diagonal pair: one 8-connected component
+    mask[0, 2:4, 3:5] = True
+    labels = cc.label_components(mask)
+    sums = cc.label_sums(labels)[0]
+    extents = cc.label_extents(labels, width=5)[0]
+    assert sums[0] == 2 and sums[2 * 5 + 3] == 4
+    assert extents[0].tolist() == [0, 0, 1, 1]
+    assert extents[2 * 5 + 3].tolist() == [2, 3, 3, 4]
+    assert cc.root_mask(labels)[0].nonzero().flatten().tolist() == [0, 13]
+
+
+def test_numba_tree_matches_device_on_fill_and_ties():
+    rng = np.random.default_rng(3)
+    values = rng.integers(0, 6, (30, 9, 12)).astype(np.float64)  # many equal values: ties
+    cuts = np.tile(np.arange(-1, 6, dtype=np.float64), (30, 1))
+    for fill, prefer_last in ((False, False), (True, True)):
+        tree = cc.largest_extents(values, cuts, fill_holes=fill, window_area=fill, prefer_last=prefer_last)
+        for m in range(30):
+            for j, cut in enumerate(cuts[m]):
+                fg = values[m] > cut
+                if fill:
+                    fg = ndimage.binary_fill_holes(fg)
+                labels, count = ndimage.label(fg, np.ones((3, 3)))
+                if count == 0:
+                    assert (tree[m, j] == -1).all()
+                    continue
+                sizes = []
+                for k in range(1, count + 1):
+                    part = labels == k
+                    if fill:
+                        f = part.astype(int)
+                        windows = f[:-1, :-1] + f[1:, :-1] + f[:-1, 1:] + f[1:, 1:]
+                        sizes.append((windows == 3).sum() + 2 * (windows == 4).sum())
+                    else:
+                        sizes.append(part.sum())
+                order = range(count - 1, -1, -1) if prefer_last else range(count)
+                best = max(order, key=lambda k: sizes[k]) + 1
+                rows, cols = np.nonzero(labels == best)
+                assert tree[m, j].tolist() == [rows.min(), cols.min(), rows.max(), cols.max()]

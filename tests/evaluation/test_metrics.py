@@ -1,0 +1,154 @@
+import numpy as np
+import pytest
+import torch
+from conftest import random_gt_boxes, smooth_maps
+from wsol_reference import sat_metrics, wsoleval_metrics
+
+from satlib.evaluation import LocalizationEvaluator, normalize_maps
+
+
+def _hand_case():
+    """Five 16x16 maps (values 0 / 0.5 / 1) whose boxes at t = 0.3 and 0.6 are known by hand."""
+    maps = torch.zeros(5, 16, 16)
+    maps[0, 0:8, 0:8] = 0.5
+    maps[0, 0:4, 0:4] = 1.0  # t=.3: [0,0,8,8] IoU 64/81; t=.6: [0,0,4,4] IoU 25/64
+    maps[1, 8:16, 8:16] = 1.0  # both: [8,8,16,16] IoU 64/81 (wsoleval: clipped [8,8,15,15], IoU 1)
+    maps[2, 0:2, 0:2] = 1.0
+    maps[2, 10:16, 10:16] = 0.5  # t=.3: largest is the 6x6 block; t=.6: the 2x2 block, IoU 4/9
+    maps[3] = 0.3  # constant: SAT whole image (IoU 16/289), wsoleval [0,0,0,0] (IoU 1/16)
+    maps[4, 0:2, 0:2] = 0.5
+    maps[4, 6:16, 6:16] = 1.0  # the GT is the small blob: only a multi-contour box finds it (4/9)
+    gt = [torch.tensor([[0.0, 0, 7, 7]]), torch.tensor([[8.0, 8, 15, 15]]),
+          torch.tensor([[10.0, 10, 15, 15], [0, 0, 1, 1]]), torch.tensor([[0.0, 0, 3, 3]]),
+          torch.tensor([[0.0, 0, 1, 1]])]
+    logits = torch.full((5, 6), -1.0)
+    logits[0, 0] = logits[1, 1] = logits[4, 4] = 5.0  # right at top-1
+    logits[2, 5], logits[2, 2] = 5.0, 4.0  # label 2 second: top-5 only
+    logits[3, :] = torch.tensor([6.0, 5, 4, -9, 2, 1])  # label 3 last of six: wrong at top-5
+    return maps, gt, logits, torch.arange(5)
+
+
+def test_sat_metrics_by_hand():
+    maps, gt, logits, labels = _hand_case()
+    evaluator = LocalizationEvaluator(thresholds=[0.3, 0.6], image_size=16, protocol="sat")
+    evaluator.update(maps, gt, logits, labels)
+    result = evaluator.compute()
+    # t=.3: GT-known imgs 0,1,2 (60), Top-1 Loc imgs 0,1 (40) -> 100; t=.6: 20 + 20 -> best .3
+    assert result == {"gt_known": 60.0, "maxboxacc": 60.0, "maxboxacc_v2": 60.0, "best_threshold": 0.3,
+                      "iou30": 60.0, "iou50": 60.0, "iou70": 60.0, "top1_cls": 60.0, "top5_cls": 80.0,
+                      "top1_loc": 40.0, "top5_loc": 60.0}
+
+
+def test_wsoleval_metrics_by_hand():
+    maps, gt, logits, labels = _hand_case()
+    evaluator = LocalizationEvaluator(thresholds=[0.3, 0.6], image_size=16, protocol="wsoleval")
+    evaluator.update(maps, gt, logits, labels)
+    result = evaluator.compute()
+    # largest box at IoU 50: t=.3 imgs 0,1,2 (60), t=.6 img 1 (20). Any box: IoU30 at t=.3 also
+    # finds img 4's small blob (80); IoU50 and IoU70 best at t=.3 (60).
+    assert result == pytest.approx({"gt_known": 60.0, "maxboxacc": 60.0, "best_threshold": 0.3,
+                                    "iou30": 80.0, "iou50": 60.0, "iou70": 60.0, "maxboxacc_v2": 200 / 3,
+                                    "top1_cls": 60.0, "top5_cls": 80.0, "top1_loc": 40.0, "top5_loc": 60.0},
+                                   rel=0, abs=1e-12)
+
+
+def test_sat_best_threshold_uses_top1_loc():
+    """GT-known alone picks t=.6 (60 vs 40); GT-known + Top-1 Loc picks t=.3 (80 vs 60)."""
+    early = torch.zeros(8, 8)
+    early[0:4, 0:4] = 0.5
+    early[0:2, 0:2] = 1.0  # GT [0,0,4,4]: t=.3 box [0,0,4,4] IoU 1; t=.6 box [0,0,2,2] IoU 9/25
+    late = torch.zeros(8, 8)
+    late[4:8, 4:8] = 0.5
+    late[6:8, 6:8] = 1.0  # GT [6,6,8,8]: t=.3 box [4,4,8,8] IoU 9/25; t=.6 box [6,6,8,8] IoU 1
+    maps = torch.stack([early, early, late, late, late])
+    gt = [torch.tensor([[0.0, 0, 4, 4]])] * 2 + [torch.tensor([[6.0, 6, 8, 8]])] * 3
+    logits = torch.tensor([[3.0, 0]] * 5)
+    labels = torch.tensor([0, 0, 1, 1, 1])  # the early images are classified right, the late wrong
+    evaluator = LocalizationEvaluator(thresholds=[0.3, 0.6], image_size=8)
+    evaluator.update(maps, gt, logits, labels)
+    result = evaluator.compute()
+    assert (result["best_threshold"], result["gt_known"], result["top1_loc"], result["maxboxacc"]) == (0.3, 40.0, 40.0, 60.0)
+    without = LocalizationEvaluator(thresholds=[0.3, 0.6], image_size=8)
+    without.update(maps, gt)
+    assert without.compute()["best_threshold"] == 0.6
+    assert "top1_loc" not in without.compute()
+
+
+@pytest.mark.parametrize("backend", ["union_find", "propagate"])
+def test_sat_matches_official_loop(backend):
+    maps = smooth_maps(60, seed=21, size=(8, 8))
+    gt = random_gt_boxes(60, seed=22, size=32)
+    logits = torch.randn(60, 10, generator=torch.Generator().manual_seed(0))
+    labels = torch.randint(0, 10, (60,), generator=torch.Generator().manual_seed(1))
+    thresholds = [0.1, 0.25, 0.4, 0.55, 0.7]
+    evaluator = LocalizationEvaluator(thresholds=thresholds, image_size=32, protocol="sat", backend=backend)
+    evaluator.update(maps[:25], gt[:25], logits[:25], labels[:25])  # streamed in two batches
+    evaluator.update(maps[25:], gt[25:], logits[25:], labels[25:])
+    normalized = normalize_maps(maps, 32, "sat").numpy()
+    expected = sat_metrics(normalized, [g.tolist() for g in gt], thresholds, logits.numpy(), labels.tolist())
+    assert evaluator.compute() == expected
+
+
+@pytest.mark.parametrize("backend", ["union_find", "propagate"])
+def test_wsoleval_matches_official_loop(backend):
+    maps = smooth_maps(40, seed=31, size=(8, 8))
+    gt = random_gt_boxes(40, seed=32, size=24)
+    thresholds = [i / 10 for i in range(10)]
+    evaluator = LocalizationEvaluator(thresholds=thresholds, image_size=24, protocol="wsoleval", backend=backend)
+    evaluator.update(maps, gt)
+    normalized = normalize_maps(maps, 24, "wsoleval").numpy()
+    expected = wsoleval_metrics(normalized, [g.tolist() for g in gt], thresholds)
+    assert evaluator.compute() == pytest.approx(expected, rel=0, abs=1e-12)
+
+
+def test_default_thresholds_per_protocol():
+    assert LocalizationEvaluator(protocol="sat").thresholds == (0.3, 0.35, 0.4, 0.45)
+    wsol = LocalizationEvaluator(protocol="wsoleval").thresholds
+    assert len(wsol) == 100 and wsol[0] == 0.0 and wsol[-1] == pytest.approx(0.99)
+
+
+def test_update_returns_largest_box_iou():
+    maps, gt, logits, labels = _hand_case()
+    iou = LocalizationEvaluator(thresholds=[0.3, 0.6], image_size=16).update(maps, gt)
+    assert iou.shape == (5, 2)
+    assert iou[0].tolist() == pytest.approx([64 / 81, 25 / 64])
+
+
+def test_pxap_reported_with_masks():
+    maps, gt, _, _ = _hand_case()
+    masks = torch.zeros(5, 16, 16, dtype=torch.uint8)
+    masks[:, 0:8, 0:8] = 1
+    evaluator = LocalizationEvaluator(thresholds=[i / 10 for i in range(10)], image_size=16)
+    evaluator.update(maps, gt, gt_masks=masks)
+    assert 0 < evaluator.compute()["pxap"] <= 100
+
+
+def test_errors_are_clear():
+    maps, gt, logits, labels = _hand_case()
+    evaluator = LocalizationEvaluator(thresholds=[0.3], image_size=16)
+    with pytest.raises(RuntimeError, match="no images were evaluated"):
+        evaluator.compute()
+    with pytest.raises(ValueError, match="empty"):
+        evaluator.update(maps[:0], [])
+    with pytest.raises(ValueError, match="4 images but the maps have 5"):
+        evaluator.update(maps, gt[:4])
+    with pytest.raises(ValueError, match="together"):
+        evaluator.update(maps, gt, logits)
+    with pytest.raises(ValueError, match=r"logits must be \(B, classes\) with B = 5"):
+        evaluator.update(maps, gt, logits[:3], labels)
+    with pytest.raises(ValueError, match="labels must be"):
+        evaluator.update(maps, gt, logits, labels + 10)
+    with pytest.raises(ValueError, match="gt_masks has shape"):
+        evaluator.update(maps, gt, gt_masks=torch.zeros(5, 8, 8))
+    with pytest.raises(ValueError, match="values other than"):
+        evaluator.update(maps, gt, gt_masks=torch.full((5, 16, 16), 7))
+    bad = maps.clone()
+    bad[2, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"maps\[2\]"):
+        evaluator.update(bad, gt)
+    assert evaluator.count == 0  # nothing was half-added
+    evaluator.update(maps, gt, logits, labels)
+    with pytest.raises(ValueError, match="every batch must have it or none"):
+        evaluator.update(maps, gt)
+    with pytest.raises(ValueError, match="iou_thresholds"):
+        LocalizationEvaluator(iou_thresholds=(30, 150))
