@@ -56,7 +56,7 @@ def test_tencrop_returns_the_resized_image(cub_root):
 def test_train_boxes_follow_random_crop_and_flip(cub_root):
     # blue_1 is a 64x64 coordinate image (red = 2x, green = 2y) with box (0, 0, 63, 31).
     # Resize((64, 64)) is the identity, so the crop offset and the flip can be read off the pixels.
-    train = build_dataset("cub", cub_root, "train", img_size=48, resize_size=64).select([1])
+    train = build_dataset("cub", cub_root, "train", img_size=48, resize_size=64, with_masks=True).select([1])
     seen_flip = set()
     for seed in range(12):
         torch.manual_seed(seed)
@@ -70,6 +70,10 @@ def test_train_boxes_follow_random_crop_and_flip(cub_root):
         y0, y1 = max(0 - oy, 0), min(31 - oy, 48)
         expected = [48 - x1, y0, 48 - x0, y1] if flipped else [x0, y0, x1, y1]
         assert item["boxes"].tolist() == [[float(v) for v in expected]], (seed, ox, oy, flipped)
+        # the segmentation (rows 0..30, cols 0..62 of the original) moves with the box
+        rows, cols = torch.nonzero(item["mask"].any(1)).flatten(), torch.nonzero(item["mask"].any(0)).flatten()
+        assert (cols.min().item(), cols.max().item() + 1) == tuple(expected[0::2])
+        assert (rows.min().item(), rows.max().item() + 1) == tuple(expected[1::2])
         seen_flip.add(flipped)
     assert seen_flip == {True, False}
 
