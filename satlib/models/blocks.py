@@ -66,6 +66,13 @@ class SATAttention(nn.Module):
         """Scaled dot products, (B, heads, Nq, d), (B, heads, N, d) -> (B, heads, Nq, N)."""
         return (q @ k.transpose(-2, -1)) * self.scale
 
+    def loc_logits(self, q: Tensor, k: Tensor) -> Tensor:
+        """The localization token's logits row alone, (B, heads, N, d) × 2 -> (B, heads, N).
+
+        A broadcast product and sum rather than a matmul: it saves only views of q and k for backward.
+        """
+        return (q[:, :, -1:] * k).sum(dim=-1) * self.scale
+
     def attention_explicit(self, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Reference path: returns output (B, heads, N, d), attention (B, heads, N, N) and mask (B, N)."""
         logits = self.logits(q, k)
@@ -77,7 +84,7 @@ class SATAttention(nn.Module):
 
     def attention_sdpa(self, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Fused path: only the localization row is computed by hand; returns (B, heads, N, d), (B, N)."""
-        mask = self.to_mask(self.logits(q[:, :, -1:], k)[:, :, 0])
+        mask = self.to_mask(self.loc_logits(q, k))
         if self.apply_mask:
             v = (v * rearrange(mask, "b keys -> b 1 keys 1")).to(v.dtype)
         return F.scaled_dot_product_attention(q, k, v), mask

@@ -73,8 +73,9 @@ def create_model(name: str, num_classes: int = 1000, pretrained: bool | str | os
     """A SAT variant by name; `pretrained` is False, True (download/cache) or a local weights file.
 
     kwargs override the variant's arguments (img_size, embed_dim, depth, num_heads, stem_widths,
-    num_query_blocks, drop_rate, drop_path_rate, attn_impl, ...).
+    num_query_blocks, drop_rate, drop_path_rate, attn_impl, ...); as in timm, None values are ignored.
     """
+    kwargs = {key: value for key, value in kwargs.items() if value is not None}
     variant, _, tag = name.partition(".")
     if variant not in VARIANTS:
         raise ValueError(f"unknown model {name!r}; satlib models: {list_models()}")
