@@ -1,21 +1,120 @@
-"""Command line: `satlib <command> ...` (also `python -m satlib`)."""
+"""Command line: `satlib <command> ...` (also `python -m satlib`).
+
+    satlib demo       [--out DIR]                       the embedded demo: synthetic data, CPU, minutes
+    satlib data synth --out DIR [...]                   generate the synthetic dataset (CUB layout)
+    satlib train      --config FILE | --dataset ...     train; any config value as section.key=value
+    satlib evaluate   --checkpoint FILE --data-root DIR localization metrics (JSON with --json)
+    satlib visualize  --checkpoint FILE --data-root DIR --out PNG
+    satlib predict    --checkpoint FILE IMAGE_OR_DIR... --out DIR
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
+from pathlib import Path
 
 
 def _data_synth(args: argparse.Namespace) -> int:
-    from satlib.data.synthetic import make_synthetic_dataset
+    from satlib.data.synthetic import make_synthetic_dataset, trivial_baselines
 
-    make_synthetic_dataset(args.out, num_classes=args.num_classes, per_class=args.per_class,
-                           size=args.size, seed=args.seed, variant=args.variant)
+    out = make_synthetic_dataset(args.out, num_classes=args.num_classes, per_class=args.per_class,
+                                 size=args.size, seed=args.seed, variant=args.variant)
+    baselines = trivial_baselines(out)
+    print(f"wrote {out}; trivial GT-known on the test split: "
+          + ", ".join(f"{name} {value:.1f}%" for name, value in baselines.items()))
+    return 0
+
+
+# config flags of `satlib train`: flag -> config key
+_TRAIN_FLAGS = {
+    "dataset": "data.dataset", "data_root": "data.root", "model": "model.name", "epochs": "train.epochs",
+    "batch_size": "train.batch_size", "lr": "train.lr", "img_size": "data.img_size",
+    "resize_size": "data.resize_size", "out": "train.out", "pretrained": "model.pretrained",
+    "per_class": "data.per_class", "device": "train.device", "time_budget": "train.time_budget",
+    "skip_bad": "data.skip_bad",
+}
+
+
+def _train_config(args: argparse.Namespace, extra: list[str]):
+    """Config file, then the named flags, then `section.key=value` overrides (later wins)."""
+    from satlib.config import load_config
+
+    overrides = [f"{key}={getattr(args, flag)}" for flag, key in _TRAIN_FLAGS.items()
+                 if getattr(args, flag, None) is not None]
+    overrides += [text.lstrip("-") for text in extra]
+    config = load_config(args.config, overrides)
+    if args.img_size is not None and args.resize_size is None and config.data.resize_size < config.data.img_size:
+        config.data.resize_size = config.data.img_size
+    return config
+
+
+def _train(args: argparse.Namespace, extra: list[str]) -> int:
+    from satlib.train import train
+
+    config = _train_config(args, extra)
+    record = train(config, resume=args.resume, progress=not args.quiet)
+    print(json.dumps({k: v for k, v in record.items() if isinstance(v, (int, float))}, indent=2))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from satlib.predict import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(args.checkpoint, data_root=args.data_root, dataset=args.dataset,
+                                  official=args.official, protocol=args.protocol, tencrop=args.tencrop,
+                                  thresholds=args.thresholds, device=args.device, skip_bad=args.skip_bad)
+    text = json.dumps(metrics, indent=2)
+    print(text)
+    if args.json:
+        from satlib.checkpoint import atomic_write_text
+
+        atomic_write_text(args.json, text + "\n")
+    return 0
+
+
+def _visualize(args: argparse.Namespace) -> int:
+    from satlib.predict import visualize_checkpoint
+
+    path = visualize_checkpoint(args.checkpoint, data_root=args.data_root, out=args.out, dataset=args.dataset,
+                                official=args.official, num=args.num, device=args.device)
+    print(f"wrote {path}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from satlib.predict import predict_paths
+
+    report = predict_paths(args.checkpoint, args.inputs, args.out, official=args.official,
+                           threshold=args.threshold, device=args.device)
+    print(f"{len(report['predictions'])} image(s) localized, {len(report['skipped'])} skipped; "
+          f"see {Path(args.out) / 'predictions.json'}")
+    for item in report["skipped"]:
+        print(f"  skipped {item['file']}: {item['error']}", file=sys.stderr)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from satlib.demo import run_demo
+
+    run_demo(out=args.out, seed=args.seed, time_budget=args.time_budget, device=args.device)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="satlib", description=__doc__)
+    parser = argparse.ArgumentParser(prog="satlib", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="the embedded demo: synthetic data, small SAT, CPU, minutes")
+    demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--time-budget", type=float, default=None,
+                      help="training seconds (default: the recipe's budget)")
+    demo.add_argument("--device", default="auto")
+    demo.set_defaults(func=_demo)
 
     data = commands.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
     synth = data.add_parser("synth", help="generate the synthetic WSOL dataset (CUB layout)")
@@ -26,9 +125,81 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--variant", default="shapes", choices=["shapes", "parts"])
     synth.set_defaults(func=_data_synth)
+
+    train = commands.add_parser(
+        "train", help="train SAT (any config value can be overridden as section.key=value)",
+        epilog="Extra arguments `section.key=value` (or --section.key=value) override the config, "
+               "e.g. train.area_thr=0.3 model.kwargs.depth=6.")
+    train.add_argument("--config", help="YAML recipe (a path, or a packaged name: cub, imagenet, synthetic_cpu)")
+    train.add_argument("--dataset", choices=["synthetic", "cub", "imagenet", "openimages"])
+    train.add_argument("--data-root", help="dataset folder")
+    train.add_argument("--model", help="model name (satlib.list_models())")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--img-size", type=int)
+    train.add_argument("--resize-size", type=int)
+    train.add_argument("--out", help="output folder (checkpoint.pt, metrics.json)")
+    train.add_argument("--pretrained", help="backbone weights file (.pth/.safetensors) or 'timm'")
+    train.add_argument("--per-class", type=int, help="few-shot: training images per class")
+    train.add_argument("--device")
+    train.add_argument("--time-budget", type=float, help="stop and anneal by wall-clock seconds")
+    train.add_argument("--skip-bad", action="store_const", const=True, help="skip unreadable images")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.set_defaults(func=_train, takes_extra=True)
+
+    evaluate = commands.add_parser("evaluate", help="localization metrics of a checkpoint")
+    _checkpoint_args(evaluate)
+    evaluate.add_argument("--data-root", required=True)
+    evaluate.add_argument("--dataset", choices=["synthetic", "cub", "imagenet", "openimages"],
+                          help="default: the checkpoint's")
+    evaluate.add_argument("--protocol", choices=["sat", "wsoleval"], help="default: the checkpoint's")
+    evaluate.add_argument("--thresholds", type=float, nargs="+", help="default: the checkpoint's")
+    evaluate.add_argument("--tencrop", action="store_const", const=True, help="ten-crop classification")
+    evaluate.add_argument("--skip-bad", action="store_true")
+    evaluate.add_argument("--json", help="also write the metrics to this file")
+    evaluate.set_defaults(func=_evaluate)
+
+    visualize = commands.add_parser("visualize", help="a grid of test images with maps and boxes")
+    _checkpoint_args(visualize)
+    visualize.add_argument("--data-root", required=True)
+    visualize.add_argument("--dataset", choices=["synthetic", "cub", "imagenet", "openimages"])
+    visualize.add_argument("--out", required=True, help="PNG file")
+    visualize.add_argument("--num", type=int, default=16, help="images in the grid")
+    visualize.set_defaults(func=_visualize)
+
+    predict = commands.add_parser("predict", help="class and box for your own images (any size)")
+    _checkpoint_args(predict)
+    predict.add_argument("inputs", nargs="+", help="image files or folders")
+    predict.add_argument("--out", required=True, help="folder for predictions.json and overlays")
+    predict.add_argument("--threshold", type=float, help="map threshold (default: the checkpoint's best)")
+    predict.set_defaults(func=_predict)
     return parser
 
 
+def _checkpoint_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="checkpoint.pt written by `satlib train`")
+    parser.add_argument("--official", action="store_true",
+                        help="the checkpoint is an official SAT release (converted on load)")
+    parser.add_argument("--device", default="auto")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "takes_extra", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    bad = [text for text in extra if "=" not in text or "." not in text.split("=", 1)[0]]
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)} (overrides look like section.key=value)")
+    try:
+        return args.func(args, extra) if getattr(args, "takes_extra", False) else args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
+        if os.environ.get("SATLIB_DEBUG"):
+            raise
+        print(f"satlib {args.command}: error: {err}", file=sys.stderr)
+        return 2

@@ -169,9 +169,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
     """Defaults, then the YAML file at `path`, then each `section.key=value` override in order."""
     config = Config()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
+        path = resolve_config_path(path)
         with open(path) as f:
             mapping = yaml.safe_load(f) or {}
         apply_mapping(config, mapping, str(path))
@@ -179,6 +177,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
         key, value = parse_override(text)
         _set(config, key, value, f"override '{text}'")
     return config
+
+
+PACKAGED_CONFIGS = Path(__file__).parent / "configs"
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A config file by path, or by the name of a packaged recipe ("cub", "synthetic_cpu", ...)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    packaged = PACKAGED_CONFIGS / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+    if packaged.is_file():
+        return packaged
+    names = ", ".join(sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml")))
+    raise ConfigError(f"config file not found: {path} (packaged recipes: {names})")
 
 
 def config_from_dict(mapping: dict, source: str = "checkpoint") -> Config:

@@ -439,10 +439,9 @@ def train(config: Config, *, resume: bool = False, progress: bool = True,
             save_checkpoint(checkpoint_path, {
                 "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                 "config": config.to_dict(), "epoch": epoch, "step": step, "history": history,
-                "elapsed": record["time"], "rng": rngs,
+                "elapsed": record["time"], "rng": rngs, "class_names": list(train_set.class_names),
                 "best_threshold": record.get("best_threshold"), "metrics": record})
-            atomic_write_text(out_dir / "metrics.json", json.dumps(
-                {"final": record, "history": history}, indent=2) + "\n")
+            write_metrics(out_dir / "metrics.json", record, history)
         if on_epoch is not None:
             on_epoch(record)
         if out_of_time:
@@ -450,6 +449,11 @@ def train(config: Config, *, resume: bool = False, progress: bool = True,
     if ddp.enabled:
         dist.barrier()
     return record
+
+
+def write_metrics(path: Path, record: dict, history: list[dict], **extra) -> None:
+    """metrics.json: the last epoch's record (evaluator keys at the top level), extras, and the history."""
+    atomic_write_text(path, json.dumps({**record, **extra, "history": history}, indent=2) + "\n")
 
 
 def _check_finite(loss_sum: Tensor, epoch: int, step: int, checkpoint: Path) -> None:
