@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -142,9 +143,11 @@ def load_pretrained(model: nn.Module, source: str | os.PathLike | Mapping, *, st
     missing = [key for key in target if key not in state_dict]
     unexpected = [key for key in state_dict if key not in target]
     surprising = [key for key in missing if key not in allowed_missing]
-    if strict and (surprising or unexpected):
-        raise ValueError(f"{name}: does not fit the model: missing {surprising}, unexpected {unexpected} "
-                         f"(pass strict=False to load anyway)")
+    if surprising or unexpected:
+        message = f"{name}: does not fit the model: missing {surprising}, unexpected {unexpected}"
+        if strict:
+            raise ValueError(message + " (pass strict=False to load anyway)")
+        warnings.warn(message, stacklevel=2)
     model.load_state_dict(state_dict, strict=False)
     _logger.info("loaded %s: missing %s, unexpected %s, dropped %s", name, missing, unexpected, dropped)
     return LoadReport(missing, unexpected, dropped)
