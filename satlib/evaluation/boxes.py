@@ -209,95 +209,99 @@ def _window_area2(filled: Tensor, labels: Tensor) -> Tensor:
     return sums.scatter_add_(1, corner.reshape(P, -1), area2.reshape(P, -1))
 
 
-def _largest_device(scores: Tensor, cuts: Tensor, protocol: str) -> Tensor:
-    """Largest component per (map, threshold) with torch ops -> (N, T, 4) extents, -1 if empty."""
+def _extent_of(labels: Tensor, label: Tensor, width: int) -> Tensor:
+    """Inclusive extent of one label per plane, (P, n+1) labels and (P,) label -> (P, 4)."""
+    n = labels.shape[1] - 1
+    index = torch.arange(n, device=labels.device)
+    rows, cols = index // width, index % width
+    member = labels[:, :n] == label[:, None]
+    big = torch.tensor(n, device=labels.device)
+    return torch.stack([torch.where(member, rows, big).amin(1), torch.where(member, cols, big).amin(1),
+                        torch.where(member, rows, -1).amax(1), torch.where(member, cols, -1).amax(1)], 1)
+
+
+def _root_rows(labels: Tensor, keep: Tensor | None, planes: Tensor, kind: int, width: int) -> tuple[Tensor, Tensor]:
+    """(plane, kind + extent) rows for every component root of the chunk, (M,), (M, 5)."""
+    root = cc.root_mask(labels)
+    if keep is not None:
+        root &= keep
+    which, pixel = root.nonzero(as_tuple=True)
+    extent = cc.label_extents(labels, width)[which, pixel]
+    return planes[which], torch.cat([torch.full_like(extent[:, :1], kind), extent], 1)
+
+
+def _device_components(scores: Tensor, cuts: Tensor, protocol: str, want_all: bool) -> tuple[Tensor, Tensor]:
+    """Torch label propagation: largest extents (N, T, 4) (-1 if empty) and rows (M, 7) if `want_all`."""
     N, H, W = scores.shape
     T = cuts.shape[1]
     n = H * W
     index = torch.arange(n, device=scores.device)
-    rows, cols = index // W, index % W
-    out = torch.empty(N * T, 4, dtype=torch.int64, device=scores.device)
-    for planes in _chunks(N * T, n, scores.device):
+    largest = torch.empty(N * T, 4, dtype=torch.int64, device=scores.device)
+    plane_ids, row_list = [], []
+    for planes in _chunks(N * T, (6 if want_all else 1) * n, scores.device):
         mask = _plane_masks(scores, cuts, planes)
         if protocol == "sat":
             labels = cc.label_components(mask, connectivity=8)
             key = cc.label_sums(labels)[:, :n] * (n + 1) + (n - index)  # most pixels, then first
+            found = [(labels, None, 0)]
         else:
-            filled = mask | _holes(mask)[1].reshape(mask.shape)
+            background, hole = _holes(mask)
+            filled = mask | hole.reshape(mask.shape)
             labels = cc.label_components(filled, connectivity=8)
             key = _window_area2(filled, labels)[:, :n] * (n + 1) + index  # largest area, then last
-        key = torch.where(cc.root_mask(labels), key, -1)
-        best_key, best = key.max(1)
-        member = labels[:, :n] == best[:, None]
-        big = torch.tensor(n, device=scores.device)
-        extent = torch.stack([torch.where(member, rows, big).amin(1), torch.where(member, cols, big).amin(1),
-                              torch.where(member, rows, -1).amax(1), torch.where(member, cols, -1).amax(1)], 1)
-        out[planes] = torch.where(best_key[:, None] >= 0, extent, -1)
-    return out.reshape(N, T, 4)
+            found = [(cc.label_components(mask, connectivity=8), None, 0), (background, hole, 1)] if want_all else []
+        best_key, best = torch.where(cc.root_mask(labels), key, -1).max(1)
+        largest[planes] = torch.where(best_key[:, None] >= 0, _extent_of(labels, best, W), -1)
+        for component_labels, keep, kind in found if want_all else []:
+            plane, rows = _root_rows(component_labels, keep, planes, kind, W)
+            plane_ids.append(plane)
+            row_list.append(rows)
+    rows = torch.zeros(0, 7, dtype=torch.int64, device=scores.device)
+    if want_all:
+        plane = torch.cat(plane_ids)
+        rows = torch.cat([torch.stack([plane // T, plane % T], 1), torch.cat(row_list)], 1)
+    return largest.reshape(N, T, 4), rows
 
 
-def _largest_cpu(scores: Tensor, cuts: Tensor, protocol: str) -> Tensor:
-    """Largest component per (map, threshold) with the numba component tree -> (N, T, 4)."""
-    wsoleval = protocol == "wsoleval"
-    ext = cc.largest_extents(scores.cpu().numpy(), cuts.cpu().numpy(), fill_holes=wsoleval,
-                             window_area=wsoleval, prefer_last=wsoleval)
-    return torch.from_numpy(ext).to(scores.device)
+def _cpu_components(scores: Tensor, cuts: Tensor, protocol: str, want_all: bool) -> tuple[Tensor, Tensor]:
+    """The numba component trees, same outputs as `_device_components`."""
+    largest, rows = cc.map_boxes(scores.cpu().numpy(), cuts.cpu().numpy(), protocol == "wsoleval", want_all)
+    return torch.from_numpy(largest).to(scores.device), torch.from_numpy(rows).to(scores.device)
 
 
-def _pad_rows(plane: Tensor, rows: Tensor, P: int) -> tuple[Tensor, Tensor]:
-    """Rows (M, 5) = (kind, extent) of planes `plane` (M,) -> padded (P, K, 5) and valid (P, K).
+def component_extents(scores: Tensor, cuts: Tensor, protocol: str, backend: str = "auto",
+                      want_all: bool = False) -> tuple[Tensor, Tensor]:
+    """Largest component's extent per (map, threshold), (N, T, 4) (-1: nothing above the cut), and
+    with `want_all` every component (and wsoleval hole) as rows (M, 7): map, threshold, kind
+    (0 component, 1 hole), min_row, min_col, max_row, max_col."""
+    if backend not in ("auto", "propagate", "union_find"):
+        raise ValueError(f"backend must be 'auto', 'propagate' or 'union_find', got {backend!r}")
+    if backend == "auto":
+        backend = "propagate" if scores.is_cuda else "union_find"
+    run = _device_components if backend == "propagate" else _cpu_components
+    return run(scores, cuts, check_protocol(protocol), want_all)
 
-    Planes with no row get one row of kind 0 and extent -1 (nothing above the threshold).
+
+def pad_rows(rows: Tensor, boxes: Tensor, N: int, T: int) -> tuple[Tensor, Tensor]:
+    """Rows (M, 7) with their boxes (M, 4) -> padded (N, T, K, 4) boxes and valid (N, T, K).
+
+    Boxes are ordered canonically (kind, then extent); (map, threshold) pairs without rows hold
+    one invalid-extent placeholder, filled by the caller.
     """
     device = rows.device
-    order = torch.arange(plane.numel(), device=device)
-    for column in [rows[:, k] for k in range(rows.shape[1] - 1, -1, -1)] + [plane]:
-        order = order[torch.argsort(column[order], stable=True)]  # canonical: plane, kind, extent
-    plane, rows = plane[order], rows[order]
-    counts = torch.bincount(plane, minlength=P)
-    K = max(1, int(counts.max().item())) if plane.numel() else 1
-    start = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(plane.numel(), device=device) - start[plane]
-    padded = torch.full((P, K, 5), -1, dtype=torch.int64, device=device)
-    padded[:, :, 0] = 0
-    padded[plane, slot] = rows
-    valid = torch.zeros(P, K, dtype=torch.bool, device=device)
+    order = torch.arange(rows.shape[0], device=device)
+    for k in range(6, -1, -1):
+        order = order[torch.argsort(rows[order, k], stable=True)]  # map, threshold, kind, extent
+    rows, boxes = rows[order], boxes[order]
+    plane = rows[:, 0] * T + rows[:, 1]
+    counts = torch.bincount(plane, minlength=N * T)
+    K = max(1, int(counts.max())) if plane.numel() else 1
+    slot = torch.arange(plane.numel(), device=device) - (torch.cumsum(counts, 0) - counts)[plane]
+    padded = torch.zeros(N * T, K, 4, dtype=torch.int64, device=device)
+    padded[plane, slot] = boxes
+    valid = torch.zeros(N * T, K, dtype=torch.bool, device=device)
     valid[plane, slot] = True
-    valid[:, 0] = True
-    return padded, valid
-
-
-def _all_device(scores: Tensor, cuts: Tensor, protocol: str) -> tuple[Tensor, Tensor]:
-    """Every component (and wsoleval hole) per (map, threshold) -> (N, T, K, 5) rows, (N, T, K) valid."""
-    N, H, W = scores.shape
-    T = cuts.shape[1]
-    n = H * W
-    plane_ids, row_list = [], []
-    for planes in _chunks(N * T, 6 * n, scores.device):
-        mask = _plane_masks(scores, cuts, planes)
-        groups = [(cc.label_components(mask, connectivity=8), None, 0)]
-        if protocol == "wsoleval":
-            labels, hole = _holes(mask)
-            groups.append((labels, hole, 1))
-        for labels, keep, kind in groups:
-            root = cc.root_mask(labels) & (labels[:, :n] < n)
-            if keep is not None:
-                root &= keep
-            which, pixel = root.nonzero(as_tuple=True)
-            extent = cc.label_extents(labels, W)[which, pixel]
-            plane_ids.append(planes[which])
-            row_list.append(torch.cat([torch.full_like(extent[:, :1], kind), extent], 1))
-    rows, valid = _pad_rows(torch.cat(plane_ids), torch.cat(row_list), N * T)
-    return rows.reshape(N, T, -1, 5), valid.reshape(N, T, -1)
-
-
-def _all_cpu(scores: Tensor, cuts: Tensor, protocol: str) -> tuple[Tensor, Tensor]:
-    """Every component (and wsoleval hole) with the numba component tree, as `_all_device`."""
-    N, T = cuts.shape
-    found = torch.from_numpy(cc.all_extents(scores.cpu().numpy(), cuts.cpu().numpy(),
-                                            holes=protocol == "wsoleval"))
-    rows, valid = _pad_rows(found[:, 0] * T + found[:, 1], found[:, 2:], N * T)
-    return rows.reshape(N, T, -1, 5).to(scores.device), valid.reshape(N, T, -1).to(scores.device)
+    return padded.reshape(N, T, K, 4), valid.reshape(N, T, K)
 
 
 def extents_to_boxes(extents: Tensor, protocol: str, image_size: int | Sequence[int],
@@ -334,23 +338,21 @@ def boxes_from_maps(maps: Tensor, thresholds: Sequence[float], image_size: int |
     """
     if mode not in ("largest", "all"):
         raise ValueError(f"mode must be 'largest' or 'all', got {mode!r}")
-    if backend not in ("auto", "propagate", "union_find"):
-        raise ValueError(f"backend must be 'auto', 'propagate' or 'union_find', got {backend!r}")
     scores, cuts = threshold_levels(normalize_maps(maps, image_size, protocol), thresholds, protocol)
-    return boxes_from_levels(scores, cuts, image_size, mode, protocol, backend)
-
-
-def boxes_from_levels(scores: Tensor, cuts: Tensor, image_size: int | Sequence[int], mode: str = "largest",
-                      protocol: str = "sat", backend: str = "auto"):
-    """`boxes_from_maps` after `normalize_maps` and `threshold_levels`: (N, H, W) scores, (N, T) cuts."""
-    if backend == "auto":
-        backend = "propagate" if scores.is_cuda else "union_find"
+    largest, rows = component_extents(scores, cuts, protocol, backend, want_all=mode == "all")
+    largest = extents_to_boxes(largest, protocol, image_size)
     if mode == "largest":
-        extents = (_largest_device if backend == "propagate" else _largest_cpu)(scores, cuts, protocol)
-        return extents_to_boxes(extents, protocol, image_size)
-    rows, valid = (_all_device if backend == "propagate" else _all_cpu)(scores, cuts, protocol)
-    boxes = extents_to_boxes(rows[..., 1:], protocol, image_size, holes=rows[..., 0] == 1)
-    return torch.where(valid[..., None], boxes, 0), valid
+        return largest
+    boxes, valid = pad_rows(rows, rows_to_boxes(rows, protocol, image_size), *cuts.shape)
+    empty = ~valid[..., 0]  # nothing above the threshold: the protocol's empty-prediction box
+    boxes[..., 0, :] = torch.where(empty[..., None], largest, boxes[..., 0, :])
+    valid[..., 0] = True
+    return boxes, valid
+
+
+def rows_to_boxes(rows: Tensor, protocol: str, image_size: int | Sequence[int]) -> Tensor:
+    """Component rows (M, 7) from `component_extents` -> xyxy boxes (M, 4) (holes as hole contours)."""
+    return extents_to_boxes(rows[:, 3:], protocol, image_size, holes=rows[:, 2] == 1)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ Two ways to the same answer:
   scatter-min) and then shortens the paths (pointer jumping), so a snake-like component takes
   O(log) rounds rather than one round per pixel of its length. Labels converge to the raster
   index of the component's first pixel.
-- `largest_extents` / `all_extents`: the CPU path. Thresholds are nested, so one union-find pass
+- `map_boxes`: the CPU path. Thresholds are nested, so one union-find pass
   over each map's pixels sorted by value (a component tree, compiled with numba) yields every
   threshold's components, sizes, areas and extents at once.
 
@@ -105,40 +105,17 @@ def label_extents(labels: Tensor, width: int) -> Tensor:
 # CPU path: component trees with numba (compiled on first use, cached on disk)
 # ---------------------------------------------------------------------------------------------
 
-_KERNELS: dict = {}
+def map_boxes(values: np.ndarray, cuts: np.ndarray, wsoleval: bool, want_all: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Component trees of (N, H, W) maps at (N, T) cuts (foreground ``values > cut``).
 
-
-def _kernels() -> dict:
-    """Compile the numba kernels once; numba is imported only here."""
-    if not _KERNELS:
-        from satlib.evaluation import _unionfind
-        _KERNELS.update(largest=_unionfind.largest_extents, all=_unionfind.all_extents)
-    return _KERNELS
-
-
-def largest_extents(values: np.ndarray, cuts: np.ndarray, fill_holes: bool, window_area: bool,
-                    prefer_last: bool) -> np.ndarray:
-    """Largest component of each map above each cut, (N, H, W) + (N, T) -> (N, T, 4) extents.
-
-    Foreground is `values > cut`, 8-connected. Size is the pixel count, or with `window_area`
-    twice the outer-contour polygon area (2x2 windows with 3 foreground pixels count 1, with 4
-    count 2). `fill_holes` fills holes (4-connected background not reaching the border) first.
-    Ties go to the component whose first pixel comes first in raster order, or last with
-    `prefer_last`. Rows of -1 where nothing is above the cut.
+    Returns the largest component's extent per map and threshold, (N, T, 4) (-1 where nothing is
+    above the cut), and with `want_all` every component as rows (M, 7) = (map, threshold, kind,
+    min_row, min_col, max_row, max_col). SAT (`wsoleval` False): size = pixel count, ties to the
+    first pixel in raster order. wsoleval: holes (4-connected background not reaching the border)
+    filled, size = outer-contour polygon area, ties to the last; rows also list the holes (kind 1).
     """
+    from satlib.evaluation._unionfind import map_boxes as kernel  # numba compiles on first use
+
     N, H, W = values.shape
-    return _kernels()["largest"](np.ascontiguousarray(values.reshape(N, H * W), dtype=np.float64),
-                                 np.ascontiguousarray(cuts, dtype=np.float64), H, W,
-                                 fill_holes, window_area, prefer_last)
-
-
-def all_extents(values: np.ndarray, cuts: np.ndarray, holes: bool) -> np.ndarray:
-    """Every component above each cut, (N, H, W) + (N, T) -> (M, 4+3) int64 rows.
-
-    Row = (map, threshold, kind, min_row, min_col, max_row, max_col), kind 0 for an 8-connected
-    foreground component and 1 for a hole (a 4-connected background component, `values <= cut`,
-    that does not reach the border), listed only when `holes`.
-    """
-    N, H, W = values.shape
-    return _kernels()["all"](np.ascontiguousarray(values.reshape(N, H * W), dtype=np.float64),
-                             np.ascontiguousarray(cuts, dtype=np.float64), H, W, holes)
+    return kernel(np.ascontiguousarray(values.reshape(N, H * W), dtype=np.float64),
+                  np.ascontiguousarray(cuts, dtype=np.float64), H, W, wsoleval, want_all)

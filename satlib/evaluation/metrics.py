@@ -31,9 +31,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from satlib.evaluation.boxes import (boxes_from_levels, check_gt_boxes, check_maps, check_protocol,
-                                     check_thresholds, default_thresholds, image_hw, max_iou,
-                                     normalize_maps, pad_gt_boxes, threshold_levels)
+from satlib.evaluation.boxes import (box_iou, check_gt_boxes, check_maps, check_protocol, check_thresholds,
+                                     component_extents, default_thresholds, extents_to_boxes, image_hw,
+                                     max_iou, normalize_maps, pad_gt_boxes, rows_to_boxes, threshold_levels)
 from satlib.evaluation.masks import PixelAPMeter, check_masks
 
 LOC_IOU = 50  # GT-known and Top-k Loc use IoU >= 0.5 in both protocols
@@ -114,13 +114,13 @@ class LocalizationEvaluator:
         normalized = normalize_maps(maps, self.image_size, self.protocol)
         scores, cuts = threshold_levels(normalized, self.thresholds, self.protocol)
         gt, _ = pad_gt_boxes(boxes, maps.device)
-        largest = boxes_from_levels(scores, cuts, self.image_size, "largest", self.protocol, self.backend)
-        iou = max_iou(largest, gt)  # (B, T)
+        wsoleval = self.protocol == "wsoleval"
+        extents, rows = component_extents(scores, cuts, self.protocol, self.backend, want_all=wsoleval)
+        iou = max_iou(extents_to_boxes(extents, self.protocol, self.image_size), gt)  # (B, T)
         levels = torch.tensor(self._levels, dtype=torch.float64, device=iou.device)[:, None, None] / 100
         self.largest_hits += (iou >= levels).sum(1).cpu()
-        if self.protocol == "wsoleval":
-            every, valid = boxes_from_levels(scores, cuts, self.image_size, "all", self.protocol, self.backend)
-            self.any_hits += (max_iou(every, gt, valid) >= levels).sum(1).cpu()
+        if wsoleval:
+            self.any_hits += (self._any_box_iou(rows, gt, iou) >= levels).sum(1).cpu()
 
         if logits is not None:
             k = min(5, logits.shape[1])
@@ -137,6 +137,19 @@ class LocalizationEvaluator:
         self.count += B
         self.with_logits, self.with_masks = logits is not None, masks is not None
         return iou
+
+    def _any_box_iou(self, rows: Tensor, gt: Tensor, largest_iou: Tensor) -> Tensor:
+        """Best IoU over every contour box of each (image, threshold), (M, 7) rows -> (B, T).
+
+        The largest contour's box is one of them, and it is the empty-prediction box where
+        nothing is above the threshold, so the max starts from `largest_iou`.
+        """
+        B, T = largest_iou.shape
+        boxes = rows_to_boxes(rows, self.protocol, self.image_size)
+        best = box_iou(boxes[:, None, :], gt[rows[:, 0]])[:, 0].amax(-1)  # (M,)
+        plane = rows[:, 0] * T + rows[:, 1]
+        any_iou = largest_iou.reshape(-1).clone()
+        return any_iou.scatter_reduce_(0, plane, best, reduce="amax").reshape(B, T)
 
     def compute(self) -> dict[str, float]:
         """Metrics in percent (and ``best_threshold``); see the module docstring for each key."""

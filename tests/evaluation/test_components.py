@@ -78,7 +78,7 @@ def test_numba_tree_matches_device_on_fill_and_ties():
     values = rng.integers(0, 6, (30, 9, 12)).astype(np.float64)  # many equal values: ties
     cuts = np.tile(np.arange(-1, 6, dtype=np.float64), (30, 1))
     for fill, prefer_last in ((False, False), (True, True)):
-        tree = cc.largest_extents(values, cuts, fill_holes=fill, window_area=fill, prefer_last=prefer_last)
+        tree, _ = cc.map_boxes(values, cuts, wsoleval=fill, want_all=False)
         for m in range(30):
             for j, cut in enumerate(cuts[m]):
                 fg = values[m] > cut

@@ -1,0 +1,83 @@
+"""Figures: an image with its localization map, predicted and GT boxes, and the IoU in the title.
+
+matplotlib is imported on first use. Colours follow the official evaluator's saved images: the
+map as a jet heatmap blended half and half with the image, the prediction green, the GT red.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from satlib.evaluation.boxes import normalize_maps
+
+
+def _image_array(image: Tensor | np.ndarray) -> np.ndarray:
+    """(3, H, W) tensor in [0, 1] or uint8, or an (H, W, 3) array -> (H, W, 3) float in [0, 1]."""
+    array = image.detach().cpu().numpy() if isinstance(image, Tensor) else np.asarray(image)
+    if array.ndim != 3:
+        raise ValueError(f"image must be (3, H, W) or (H, W, 3), got shape {array.shape}")
+    if array.shape[0] == 3 and array.shape[-1] != 3:
+        array = array.transpose(1, 2, 0)
+    array = array.astype(np.float64) / (255.0 if array.dtype == np.uint8 else 1.0)
+    return np.clip(array, 0.0, 1.0)
+
+
+def overlay(image: Tensor | np.ndarray, loc_map: Tensor, alpha: float = 0.5) -> np.ndarray:
+    """Blend the min-max normalised map (h, w), resized to the image, as a jet heatmap -> (H, W, 3)."""
+    from matplotlib import colormaps
+
+    rgb = _image_array(image)
+    heat = normalize_maps(torch.as_tensor(loc_map)[None].float().cpu(), rgb.shape[:2], "sat")[0].numpy()
+    return (1 - alpha) * rgb + alpha * colormaps["jet"](heat)[..., :3]
+
+
+def _draw_box(ax, box: Sequence[float], color: str) -> None:
+    from matplotlib.patches import Rectangle
+
+    x0, y0, x1, y1 = (float(v) for v in box)
+    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=2))
+
+
+def show_localization(image: Tensor | np.ndarray, loc_map: Tensor, pred_box: Sequence[float] | None = None,
+                      gt_boxes: Tensor | Sequence[Sequence[float]] | None = None, iou: float | None = None,
+                      ax=None, title: str | None = None):
+    """One panel: image with map overlay, predicted box (green), GT boxes (red), IoU in the title."""
+    import matplotlib.pyplot as plt
+
+    ax = ax if ax is not None else plt.subplots(figsize=(3, 3))[1]
+    ax.imshow(overlay(image, loc_map))
+    for box in ([] if gt_boxes is None else torch.as_tensor(gt_boxes).reshape(-1, 4).tolist()):
+        _draw_box(ax, box, "red")
+    if pred_box is not None:
+        _draw_box(ax, torch.as_tensor(pred_box).tolist(), "lime")
+    parts = [title] if title else []
+    if iou is not None:
+        parts.append(f"IoU {float(iou):.2f}")
+    ax.set_title("  ".join(parts), fontsize=9)
+    ax.set_axis_off()
+    return ax
+
+
+def show_localization_grid(images: Tensor | Sequence, loc_maps: Tensor | Sequence, pred_boxes=None, gt_boxes=None,
+                           ious=None, titles: Sequence[str] | None = None, cols: int = 4, panel_size: float = 2.5):
+    """A grid of `show_localization` panels, one per image; returns the figure."""
+    import matplotlib.pyplot as plt
+
+    count = len(images)
+    if len(loc_maps) != count:
+        raise ValueError(f"{count} images but {len(loc_maps)} maps")
+    rows = max(1, -(-count // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * panel_size, rows * panel_size), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= count:
+            ax.set_axis_off()
+            continue
+        show_localization(images[i], loc_maps[i], None if pred_boxes is None else pred_boxes[i],
+                          None if gt_boxes is None else gt_boxes[i], None if ious is None else ious[i],
+                          ax=ax, title=None if titles is None else titles[i])
+    fig.tight_layout()
+    return fig
