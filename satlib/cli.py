@@ -45,10 +45,10 @@ def _train_config(args: argparse.Namespace, extra: list[str]):
     overrides = [f"{key}={getattr(args, flag)}" for flag, key in _TRAIN_FLAGS.items()
                  if getattr(args, flag, None) is not None]
     overrides += [text.lstrip("-") for text in extra]
-    config = load_config(args.config, overrides)
-    if args.img_size is not None and args.resize_size is None and config.data.resize_size < config.data.img_size:
-        config.data.resize_size = config.data.img_size
-    return config
+    if args.img_size is not None and args.resize_size is None:  # keep the recipe's resize/crop ratio
+        recipe = load_config(args.config).data
+        overrides.insert(0, f"data.resize_size={round(args.img_size * recipe.resize_size / recipe.img_size)}")
+    return load_config(args.config, overrides)
 
 
 def _train(args: argparse.Namespace, extra: list[str]) -> int:

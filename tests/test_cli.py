@@ -1,0 +1,54 @@
+"""The command line end to end on a tiny synthetic set: data synth -> train -> evaluate -> visualize."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from satlib.cli import main
+from conftest import TINY_MODEL
+
+
+def test_synth_train_evaluate_visualize(tmp_path, capsys):
+    data, run = tmp_path / "data", tmp_path / "run"
+    assert main(["data", "synth", "--out", str(data), "--num-classes", "3", "--per-class", "10",
+                 "--size", "32"]) == 0
+    assert "trivial GT-known" in capsys.readouterr().out
+
+    kwargs = ",".join(f"{k}: {v}" for k, v in TINY_MODEL.items())
+    assert main(["train", "--config", "configs/synthetic_cpu.yaml", "--dataset", "cub", "--data-root", str(data),
+                 "--epochs", "1", "--batch-size", "8", "--img-size", "32", "--out", str(run), "--quiet",
+                 f"model.kwargs={{{kwargs}}}", "--eval.thresholds=[0.3,0.6]", "data.workers=0"]) == 0
+    printed = capsys.readouterr().out
+    trained = json.loads(printed[printed.index("{\n"):])  # the run's summary follows its log lines
+    assert trained["epoch"] == 1 and "gt_known" in trained
+
+    metrics_file = tmp_path / "eval.json"
+    assert main(["evaluate", "--checkpoint", str(run / "checkpoint.pt"), "--data-root", str(data),
+                 "--json", str(metrics_file)]) == 0
+    metrics = json.loads(metrics_file.read_text())
+    assert metrics["images"] == 6  # 3 classes x 10 images, a fifth held out
+    assert metrics["gt_known"] == trained["gt_known"] and metrics["top1_cls"] == trained["top1_cls"]
+    assert set(metrics) >= {"top1_cls", "top5_cls", "top1_loc", "top5_loc", "gt_known", "maxboxacc",
+                            "maxboxacc_v2", "best_threshold", "iou30", "iou50", "iou70"}
+
+    png = tmp_path / "grid.png"
+    assert main(["visualize", "--checkpoint", str(run / "checkpoint.pt"), "--data-root", str(data),
+                 "--out", str(png), "--num", "4"]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unknown_override_and_bad_paths_are_clear_errors(tmp_path, capsys):
+    assert main(["train", "--config", "synthetic_cpu", "train.lrr=1", "--data-root", str(tmp_path)]) == 2
+    assert "unknown key 'train.lrr'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--config", "synthetic_cpu", "not-an-override"])
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "missing.pt"), "--data-root", str(tmp_path)]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_module_entry_point_runs():
+    result = subprocess.run([sys.executable, "-m", "satlib", "--help"], capture_output=True, text=True, check=True)
+    for command in ("demo", "data", "train", "evaluate", "visualize", "predict"):
+        assert command in result.stdout

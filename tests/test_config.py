@@ -1,0 +1,50 @@
+import pytest
+
+from satlib.config import Config, ConfigError, config_from_dict, load_config
+
+
+def test_defaults_then_file_then_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  lr: 1e-4\n  epochs: 3\nmodel:\n  name: sat_deit_tiny_patch16_224\n")
+    config = load_config(path, ["train.epochs=5", "--model.kwargs.depth=6", "eval.thresholds=[0.1, 0.9]"])
+    assert config.train.lr == 1e-4  # YAML 1.1 reads `1e-4` as a string; the float field takes it
+    assert config.train.epochs == 5 and config.model.name == "sat_deit_tiny_patch16_224"
+    assert config.model.kwargs == {"depth": 6} and config.eval.thresholds == [0.1, 0.9]
+    assert config.train.batch_size == Config().train.batch_size
+
+
+def test_unknown_key_names_the_file_and_key(tmp_path):
+    path = tmp_path / "cub.yaml"
+    path.write_text("train:\n  lrr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"cub.yaml: unknown key 'train.lrr'"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"unknown key 'train.lrr'"):
+        load_config(overrides=["train.lrr=0.1"])
+    with pytest.raises(ConfigError, match=r"unknown section 'trian'"):
+        path.write_text("trian:\n  lr: 0.1\n")
+        load_config(path)
+
+
+def test_wrong_types_are_rejected():
+    with pytest.raises(ConfigError, match="'train.epochs': expected an integer"):
+        load_config(overrides=["train.epochs=1.5"])
+    with pytest.raises(ConfigError, match="'train.amp': expected true/false"):
+        load_config(overrides=["train.amp=maybe"])
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        load_config(overrides=["train.lr"])
+
+
+def test_packaged_recipes_load_by_name_and_path():
+    cub = load_config("cub")
+    assert (cub.train.area_thr, cub.train.lr, cub.train.batch_size, cub.train.epochs) == (0.25, 1e-4, 256, 30)
+    assert cub.model.name == "sat_deit_small_patch16_224" and cub.model.num_classes == 200
+    imagenet = load_config("configs/imagenet.yaml")
+    assert (imagenet.train.area_thr, imagenet.train.lr, imagenet.model.num_classes) == (0.35, 1.5e-5, 1000)
+    with pytest.raises(ConfigError, match="packaged recipes: cub, imagenet, synthetic_cpu"):
+        load_config("no_such_recipe")
+
+
+def test_round_trip_through_a_checkpoint_dict():
+    config = load_config("synthetic_cpu", ["model.kwargs.depth=5"])
+    again = config_from_dict(config.to_dict())
+    assert again == config

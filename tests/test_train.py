@@ -1,0 +1,144 @@
+import json
+import math
+
+import pytest
+import torch
+
+from satlib.checkpoint import load_checkpoint
+from satlib.config import load_config
+from satlib.losses import SATLoss
+from satlib.train import (TrainingDiverged, build_model, learning_rate, param_groups, train)
+
+
+def test_one_step_changes_weights_and_lowers_the_loss(tiny_config):
+    config = tiny_config()
+    torch.manual_seed(0)
+    model = build_model(config, num_classes=3)
+    loss_fn = SATLoss(config.train.area_thr)
+    optimizer = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-3)
+    images, labels = torch.randn(8, 3, 32, 32), torch.arange(8) % 3
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    first, _ = loss_fn(model(images), labels)
+    first.backward()
+    optimizer.step()
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert "loc_token" in changed and "head.weight" in changed and "blocks.0.attn.qkv.weight" in changed
+    second, _ = loss_fn(model(images), labels)
+    assert second.item() < first.item()
+
+
+def test_param_groups_follow_the_official_no_decay_rule(tiny_config):
+    model = build_model(tiny_config(), num_classes=3)
+    decay, no_decay = param_groups(model, 0.05)
+    names = {id(p): n for n, p in model.named_parameters()}
+    no_decay_names = {names[id(p)] for p in no_decay["params"]}
+    assert {"pos_embed", "cls_token", "loc_embed", "loc_token", "head.bias", "norm.weight"} <= no_decay_names
+    assert "head.weight" in {names[id(p)] for p in decay["params"]}
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_cosine_schedule_matches_the_official_formula():
+    config = load_config(overrides=["train.lr=1.0", "train.min_lr=0.0", "train.epochs=10", "train.warmup_epochs=2"])
+    total = 100  # 10 steps per epoch: 20 warmup steps, then 80 of cosine
+    warm = [learning_rate(s, total, config) for s in range(20)]
+    assert warm[0] == 0.0 and warm[-1] == pytest.approx(1.0)  # np.linspace(0, base, 20)
+    assert all(b > a for a, b in zip(warm, warm[1:]))
+    assert learning_rate(20, total, config) == pytest.approx(1.0)
+    assert learning_rate(60, total, config) == pytest.approx(0.5 * (1 + math.cos(math.pi * 40 / 80)))
+    constant = load_config(overrides=["train.schedule=constant", "train.lr=0.3"])
+    assert learning_rate(57, total, constant) == 0.3
+
+
+def test_train_writes_checkpoint_and_metrics(tiny_config, tmp_path):
+    config = tiny_config(**{"train.epochs": 1})
+    record = train(config, progress=False)
+    out = tmp_path / "run"
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert state["epoch"] == 1 and state["config"]["model"]["num_classes"] == 3
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("top1_cls", "gt_known", "top1_loc", "maxboxacc", "best_threshold", "cam_gt_known", "loss"):
+        assert key in metrics and key in record
+    assert 0.0 <= metrics["gt_known"] <= 100.0 and len(metrics["history"]) == 1
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_resume_continues_exactly(tiny_config, tmp_path):
+    straight = train(tiny_config(**{"train.out": str(tmp_path / "a"), "train.epochs": 3}), progress=False)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_first(record):
+        if record["epoch"] == 1:
+            raise Interrupt
+
+    config = tiny_config(**{"train.out": str(tmp_path / "b"), "train.epochs": 3})
+    with pytest.raises(Interrupt):
+        train(config, progress=False, on_epoch=stop_after_first)
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["epoch"] == 1
+    resumed = train(tiny_config(**{"train.out": str(tmp_path / "b"), "train.epochs": 3}), resume=True,
+                    progress=False)
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())["history"]
+    b = json.loads((tmp_path / "b" / "metrics.json").read_text())["history"]
+    assert [h["loss"] for h in a] == [h["loss"] for h in b]
+    assert straight["gt_known"] == resumed["gt_known"] and straight["step"] == resumed["step"]
+    state_a = load_checkpoint(tmp_path / "a" / "checkpoint.pt")["model"]
+    state_b = load_checkpoint(tmp_path / "b" / "checkpoint.pt")["model"]
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tiny_config, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(tiny_config(), resume=True, progress=False)
+
+
+def test_crash_while_saving_keeps_the_previous_checkpoint(tiny_config, tmp_path, monkeypatch):
+    config = tiny_config(**{"train.epochs": 2})
+    out = tmp_path / "run"
+    real_save = torch.save
+    calls = []
+
+    def crashing_save(obj, f, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # epoch 2: write half a file, then die
+            f.write(b"PK\x03\x04 partial")
+            raise OSError("disk went away")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", crashing_save)
+    with pytest.raises(OSError, match="disk went away"):
+        train(config, progress=False)
+    monkeypatch.setattr(torch, "save", real_save)
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert state["epoch"] == 1
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.yaml", "metrics.json"]
+
+
+def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path, monkeypatch):
+    config = tiny_config(**{"train.epochs": 3})
+    real_forward = SATLoss.forward
+    seen = []
+
+    def poisoned(self, out, labels):
+        total, terms = real_forward(self, out, labels)
+        seen.append(1)
+        return (total * float("nan") if len(seen) > 3 else total), terms  # 3 steps per epoch
+
+    monkeypatch.setattr(SATLoss, "forward", poisoned)
+    with pytest.raises(TrainingDiverged, match="nan.*epoch 2.*last good checkpoint"):
+        train(config, progress=False)
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_batch_size_must_split_across_processes(tiny_config):
+    from satlib.train import Dist, train_loader
+    from satlib.data import build_dataset
+
+    config = tiny_config(**{"train.batch_size": 7})
+    dataset = build_dataset("cub", config.data.root, "train", img_size=32, resize_size=32)
+    with pytest.raises(ValueError, match="not divisible by 2"):
+        train_loader(dataset, config, Dist(rank=0, world=2))
