@@ -6,7 +6,7 @@ import torch
 
 import satlib
 from satlib import SAT, SATLoss, SATOutput
-from satlib.models.blocks import DropPath
+from timm.layers import DropPath
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=48, depth=4, num_heads=3, num_classes=5)
 
