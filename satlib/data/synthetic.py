@@ -48,16 +48,18 @@ class SynthConfig:
         seed: everything derives from it [0]
         variant: "shapes" or "parts" ["shapes"]
         test_fraction: share of each class in the test split [0.2]
-        object_size: range of the object's longest side before rotation [(0.15, 0.6); parts (0.35, 0.65)]
+        object_size: range of the object's longest side before rotation [(0.15, 0.6); parts (0.45, 0.7)]
         max_rotation: degrees, uniform in +-max [20]
         max_aspect: log aspect-ratio jitter, uniform in +-max [0.15]
         background: range of the background blob colours, per channel [(96, 160)]
         background_cells: blob grid per side (smaller = larger blobs) [4]
         noise: std of the Gaussian pixel noise over the whole image [8.0]
-        distractors: range of the number of distractors, inclusive [(0, 2)]
+        distractors: range of the number of distractors, inclusive [(0, 2); parts (0, 1)]
         distractor_size: range of a distractor's extent [(0.15, 0.4)]
         colors: range of object and distractor colours, per channel [(0, 255)]
         min_contrast: least max-channel distance of an object/distractor colour from the background mean [64]
+        part_size: "parts": the part's radius relative to the body's half-length [0.5]
+        part_color: "parts": "own" (a second colour from the same distribution) or "same" as the body ["own"]
     """
 
     num_classes: int = 6
@@ -72,10 +74,12 @@ class SynthConfig:
     background: tuple[int, int] = (96, 160)
     background_cells: int = 4
     noise: float = 8.0
-    distractors: tuple[int, int] = (0, 2)
+    distractors: tuple[int, int] | None = None
     distractor_size: tuple[float, float] = (0.15, 0.4)
     colors: tuple[int, int] = (0, 255)
     min_contrast: int = 64
+    part_size: float = 0.5
+    part_color: str = "own"
 
     def resolved(self) -> "SynthConfig":
         """Check the knobs and fill the variant's default object size."""
@@ -89,12 +93,18 @@ class SynthConfig:
             raise ValueError(f"need per_class >= 2 and size >= 16, got {self.per_class} and {self.size}")
         if not 0 < self.test_fraction < 1:
             raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
-        size = self.object_size or ((0.15, 0.6) if self.variant == "shapes" else (0.35, 0.65))
+        shapes = self.variant == "shapes"
+        size = self.object_size or ((0.15, 0.6) if shapes else (0.45, 0.7))
+        distractors = self.distractors or ((0, 2) if shapes else (0, 1))
         if not 0 < size[0] <= size[1] <= 1:
             raise ValueError(f"object_size must satisfy 0 < low <= high <= 1, got {size}")
+        if self.part_color not in ("own", "same"):
+            raise ValueError(f"part_color must be 'own' or 'same', got {self.part_color!r}")
         if self.colors[1] - self.colors[0] < 2 * self.min_contrast:
             raise ValueError(f"colors {self.colors} too narrow for min_contrast {self.min_contrast}")
-        return SynthConfig(**{**asdict(self), "object_size": tuple(size)})
+        if not 0 <= distractors[0] <= distractors[1]:
+            raise ValueError(f"distractors must satisfy 0 <= low <= high, got {distractors}")
+        return SynthConfig(**{**asdict(self), "object_size": tuple(size), "distractors": tuple(distractors)})
 
     @property
     def class_names(self) -> list[str]:
@@ -159,7 +169,7 @@ def shape_polygons(name: str) -> list[Polygon]:
     return _normalized(shapes[name])
 
 
-def bird_polygons(part: str, part_radius: float = 0.4) -> tuple[list[Polygon], list[Polygon]]:
+def bird_polygons(part: str, part_radius: float = 0.5) -> tuple[list[Polygon], list[Polygon]]:
     """The "parts" object: an elliptic body (semi-axes 1, 0.6) with a short neck, and a part on the
     neck's end pointing right; body and neck are the same for every class, only the part differs."""
     centre = 1.0 + 1.2 * part_radius
@@ -253,10 +263,12 @@ def draw_example(cfg: SynthConfig, label: int, rng: np.random.Generator
         (placed,) = _place([shape_polygons(SHAPES[label])], rng, cfg, cfg.object_size)
         mask, part = _raster(placed, cfg.size), None
     else:
-        body, part_polys = _place(list(bird_polygons(PARTS[label])), rng, cfg, cfg.object_size)
+        body, part_polys = _place(list(bird_polygons(PARTS[label], cfg.part_size)), rng, cfg, cfg.object_size)
         part = _raster(part_polys, cfg.size)
         mask = _raster(body, cfg.size) | part
     image[mask] = _color(rng, cfg, mean)
+    if part is not None and cfg.part_color == "own":
+        image[part] = _color(rng, cfg, mean)
     image += rng.normal(0.0, cfg.noise, size=image.shape)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), mask, part
 
