@@ -253,13 +253,21 @@ def map_boxes(values, cuts, H, W, wsoleval, want_all):
         asc_order = np.argsort(cuts[m], kind="mergesort")
         below = np.searchsorted(cuts[m][asc_order], values[m], side="left")  # cuts < value
         if wsoleval:
-            join, buffer, count = _ascending(below, H, W, T, want_all, m, asc_order, buffer, count)
-            scratch = np.empty((T, 4), dtype=np.int64)
-            if want_all:
-                buffer, count = _descending(T - below, H, W, T, False, False, True, m, asc_order,
-                                            scratch, buffer, count)
-            buffer, count = _descending(T - join, H, W, T, True, True, False, m, asc_order,
-                                        largest[m], buffer, count)
+            before = count
+            join, buffer, count = _ascending(below, H, W, T, True, m, asc_order, buffer, count)
+            holes = count > before
+            if not want_all:
+                count = before
+            if holes:  # fill the holes: the largest contour is found on the filled maps
+                scratch = np.empty((T, 4), dtype=np.int64)
+                if want_all:
+                    buffer, count = _descending(T - below, H, W, T, False, False, True, m, asc_order,
+                                                scratch, buffer, count)
+                buffer, count = _descending(T - join, H, W, T, True, True, False, m, asc_order,
+                                            largest[m], buffer, count)
+            else:  # no hole at any threshold: one pass gives the largest contour and every contour
+                buffer, count = _descending(T - below, H, W, T, True, True, want_all, m, asc_order,
+                                            largest[m], buffer, count)
         else:
             buffer, count = _descending(T - below, H, W, T, False, False, want_all, m, asc_order,
                                         largest[m], buffer, count)

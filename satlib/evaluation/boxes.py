@@ -119,16 +119,25 @@ def _linear_taps(n_in: int, n_out: int, device: torch.device) -> tuple[Tensor, T
 
 def _lerp(a: Tensor, b: Tensor, weight: Tensor) -> Tensor:
     """cv2's float32 ``a + (b - a) * w``, product and sum rounded once (fused multiply-add)."""
-    return (a.double() + (b - a).double() * weight.double()).float()
+    out = (b - a).double()  # float32 difference, exact in float64
+    out.mul_(weight.double()).add_(a)  # exact product, one rounding of the sum (then one to float32)
+    return out.float()
 
 
-def resize_bilinear(maps: Tensor, size: tuple[int, int]) -> Tensor:
-    """cv2.resize(INTER_LINEAR) of float32 maps, (N, h, w) -> (N, H, W); separable, rows first."""
+def resize_bilinear(maps: Tensor, size: tuple[int, int], chunk: int = 32) -> Tensor:
+    """cv2.resize(INTER_LINEAR) of float32 maps, (N, h, w) -> (N, H, W); separable, rows first.
+
+    Works `chunk` maps at a time to bound the float64 temporaries.
+    """
     H, W = size
-    lo, hi, weight = _linear_taps(maps.shape[-1], W, maps.device)
-    rows = _lerp(maps[..., lo], maps[..., hi], weight)
-    lo, hi, weight = _linear_taps(maps.shape[-2], H, maps.device)
-    return _lerp(rows[:, lo, :], rows[:, hi, :], weight[:, None])
+    col_lo, col_hi, col_weight = _linear_taps(maps.shape[-1], W, maps.device)
+    row_lo, row_hi, row_weight = _linear_taps(maps.shape[-2], H, maps.device)
+    out = torch.empty(maps.shape[0], H, W, dtype=torch.float32, device=maps.device)
+    for start in range(0, maps.shape[0], chunk):
+        part = maps[start:start + chunk]
+        rows = _lerp(part[..., col_lo], part[..., col_hi], col_weight)
+        out[start:start + chunk] = _lerp(rows[:, row_lo, :], rows[:, row_hi, :], row_weight[:, None])
+    return out
 
 
 def normalize_maps(maps: Tensor, image_size: int | Sequence[int], protocol: str = "sat") -> Tensor:

@@ -117,5 +117,5 @@ def map_boxes(values: np.ndarray, cuts: np.ndarray, wsoleval: bool, want_all: bo
     from satlib.evaluation._unionfind import map_boxes as kernel  # numba compiles on first use
 
     N, H, W = values.shape
-    return kernel(np.ascontiguousarray(values.reshape(N, H * W), dtype=np.float64),
+    return kernel(np.ascontiguousarray(values.reshape(N, H * W), dtype=np.float32),  # compared exactly in float64
                   np.ascontiguousarray(cuts, dtype=np.float64), H, W, wsoleval, want_all)
