@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from einops import rearrange
 from PIL import Image, UnidentifiedImageError
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 
@@ -51,7 +52,7 @@ def decode_rgb(data: torch.Tensor, path: Path | str = "", where: str = "") -> to
     try:  # rare formats torchvision does not decode (some CMYK JPEGs, GIF frames, ...)
         with Image.open(_io.BytesIO(data.numpy().tobytes())) as image:
             array = np.asarray(image.convert("RGB"))
-        return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+        return rearrange(torch.from_numpy(array.copy()), "rows cols channels -> channels rows cols").contiguous()
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise DataError(f"{path}: cannot decode image" + (f" (listed at {where})" if where else "")
                         + f": {err}") from None

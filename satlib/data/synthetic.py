@@ -256,7 +256,7 @@ def draw_example(cfg: SynthConfig, label: int, rng: np.random.Generator
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """One image (size, size, 3) uint8, its object mask (size, size) bool and, for "parts", the part mask."""
     image = _background(rng, cfg)
-    mean = image.reshape(-1, 3).mean(0)
+    mean = image.mean(axis=(0, 1))  # (3,) background colour
     for _ in range(rng.integers(cfg.distractors[0], cfg.distractors[1] + 1)):
         image[_distractor(rng, cfg)] = _color(rng, cfg, mean)
     if cfg.variant == "shapes":
