@@ -140,7 +140,7 @@ class WSOLDataset(Dataset):
         h, w = image.shape[-2:]
         self._check_record(record, w, h)
         inputs = {"image": tv_tensors.Image(image)}
-        boxes = torch.as_tensor(record.boxes, dtype=torch.float32).reshape(-1, 4)
+        boxes = torch.tensor(record.boxes, dtype=torch.float32).reshape(-1, 4)
         if self.train:
             inputs["boxes"] = tv_tensors.BoundingBoxes(boxes.to(image.device), format="XYXY",
                                                        canvas_size=(h, w))

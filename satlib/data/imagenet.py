@@ -38,12 +38,12 @@ def read_class_folders(root: Path, problems: Problems, folder: str = "train") ->
     records = []
     for label, wnid in enumerate(classes):
         class_dir = root / folder / wnid
+        source = f"{class_dir} (class {label})"  # one string shared by the class's records
         names = sorted(e.name for e in os.scandir(class_dir)
                        if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS))
         for name in names:
             image_id = f"{folder}/{wnid}/{name}"
-            records.append(Record(image_id=image_id, path=class_dir / name, label=label,
-                                  source=f"{class_dir} (class {label})"))
+            records.append(Record(image_id=image_id, path=f"{class_dir}/{name}", label=label, source=source))
     return records, classes
 
 
