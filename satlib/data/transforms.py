@@ -34,7 +34,7 @@ PROTOCOLS = ("sat", "wsoleval")
 def _as_boxes(boxes_xyxy, dtype: torch.dtype) -> torch.Tensor:
     """Any (..., 4) array-like -> tensor of `dtype`, with a clear error on a wrong last axis."""
     if not torch.is_tensor(boxes_xyxy):
-        boxes_xyxy = torch.from_numpy(np.asarray(boxes_xyxy, dtype=np.float64))
+        boxes_xyxy = torch.tensor(np.asarray(boxes_xyxy, dtype=np.float64))
     boxes = boxes_xyxy.to(dtype)
     if boxes.ndim == 0 or boxes.shape[-1] != 4:
         raise ValueError(f"boxes must have shape (..., 4) in x0y0x1y1, got {tuple(boxes.shape)}")
