@@ -206,7 +206,8 @@ def build_dataset(name: str, root: str | Path, split: str, *, img_size: int | No
         root: the dataset folder (layouts in `satlib.data.cub`, `imagenet`, `metadata`).
         split: "train" or "test" ("val" where wsolevaluation metadata has it).
         img_size, resize_size: crop and resize sides; None -> 224 and 256 (synthetic: its own side).
-        protocol: test geometry, "sat" (official SAT) or "wsoleval" (see `satlib.data.transforms`).
+        protocol: test geometry, "sat" (official SAT) or "wsoleval" (see `satlib.data.transforms`);
+            OpenImages is resized to crop x crop under both (the official SAT OpenImage loader does so).
         per_class: keep that many images per class, drawn with `seed` (few-shot).
         skip_bad: log, count and drop bad rows and images instead of raising (`dataset.skipped`).
         with_masks: load foreground (and ignore) masks.
@@ -226,6 +227,8 @@ def build_dataset(name: str, root: str | Path, split: str, *, img_size: int | No
     problems = Problems(skip_bad)
     records, classes, num_classes, mask_threshold = _read_records(name, root, split, source,
                                                                   metadata_root, problems)
+    if name == "openimages":
+        protocol = "wsoleval"
     native = _native_size(root) if name == "synthetic" else None
     img_size = img_size or native or 224
     resize_size = resize_size or native or (256 if img_size == 224 else img_size)

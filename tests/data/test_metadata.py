@@ -98,3 +98,10 @@ def test_read_metadata_keeps_first_ignore_only(tmp_path):
     records = read_metadata(root / "metadata" / "test", root, 100, Problems())
     assert [len(r.mask_paths) for r in records] == [2, 1]
     assert records[0].ignore_path.name == "a_ignore.png" and records[1].ignore_path is None
+
+
+def test_openimages_is_resized_to_the_crop_under_both_protocols(tmp_path):
+    # the official SAT OpenImage loader tests on Resize((crop, crop)), like wsolevaluation
+    root = make_openimages(tmp_path / "OpenImages")
+    sat = build_dataset("openimages", root, "test", img_size=40, resize_size=48, with_masks=True)
+    assert sat[0]["mask"].sum().item() == 156  # as in test_openimages_masks_and_ignore
