@@ -205,7 +205,8 @@ def build_dataset(name: str, root: str | Path, split: str, *, img_size: int | No
         name: "synthetic" is the CUB layout; it is generated with the defaults when `root` is empty.
         root: the dataset folder (layouts in `satlib.data.cub`, `imagenet`, `metadata`).
         split: "train" or "test" ("val" where wsolevaluation metadata has it).
-        img_size, resize_size: crop and resize sides; None -> 224 and 256 (synthetic: its own side).
+        img_size, resize_size: crop and resize sides; None -> 224 and img_size * 256 / 224
+            (a synthetic dataset, whatever the name: both its own side, so the crop is a no-op).
         protocol: test geometry, "sat" (official SAT) or "wsoleval" (see `satlib.data.transforms`);
             OpenImages is resized to crop x crop under both (the official SAT OpenImage loader does so).
         per_class: keep that many images per class, drawn with `seed` (few-shot).
@@ -229,9 +230,9 @@ def build_dataset(name: str, root: str | Path, split: str, *, img_size: int | No
                                                                   metadata_root, problems)
     if name == "openimages":
         protocol = "wsoleval"
-    native = _native_size(root) if name == "synthetic" else None
+    native = _native_size(root) if name in ("cub", "synthetic") else None  # a synthetic.json says
     img_size = img_size or native or 224
-    resize_size = resize_size or native or (256 if img_size == 224 else img_size)
+    resize_size = resize_size or native or round(img_size * 256 / 224)
     dataset = WSOLDataset(records, num_classes=num_classes, train=split == "train" if train is None else train,
                           img_size=img_size, resize_size=resize_size, protocol=protocol,
                           with_masks=with_masks, tencrop=tencrop, mask_threshold=mask_threshold,
