@@ -52,6 +52,7 @@ def test_layout_splits_and_boxes_match_masks(shapes_root):
     test = build_dataset("synthetic", shapes_root, "test")
     assert (len(train), len(test)) == (6 * 40, 6 * 10)
     assert train.img_size == train.resize_size == 96  # the native side, so the crop is a no-op
+    assert build_dataset("cub", shapes_root, "test").img_size == 96  # whatever the name
     assert train.class_names == [f"{i + 1:03d}.{name}" for i, name in enumerate(SHAPES[:6])]
     sides = []
     for record in test.records:
