@@ -43,6 +43,8 @@ class DataConfig:
     per_class: int = 0  # > 0: few-shot training subset of that many images per class
     workers: int = -1  # -1 = choose from the machine
     skip_bad: bool = False  # log and skip unreadable images / malformed rows instead of failing
+    hflip: bool = True  # random horizontal flips when training (official: on)
+    gpu_decode: bool = False  # decode each batch's JPEGs in one nvJPEG call on the training GPU
     synth: dict = field(default_factory=dict)  # make_synthetic_dataset kwargs when dataset=synthetic
 
 

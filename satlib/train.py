@@ -33,7 +33,6 @@ import torch
 import torch.distributed as dist
 import yaml
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, DistributedSampler
 
 from satlib.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from satlib.config import Config, config_from_dict
@@ -162,38 +161,41 @@ def build_datasets(config: Config, root: Path, *, train: bool = True, test: bool
     train_set = test_set = None
     if train:
         train_set = build_dataset(name, root, "train", per_class=data.per_class or None,
-                                  seed=config.train.seed, **common)
+                                  seed=config.train.seed, hflip=data.hflip, **common)
     if test:
         test_set = build_dataset(name, root, "test", with_masks=data.dataset == "openimages",
                                  tencrop=config.eval.tencrop, **common)
     return train_set, test_set
 
 
-def train_loader(dataset, config: Config, ddp: Dist) -> DataLoader:
+def _decode_device(config: Config, ddp: Dist) -> torch.device | None:
+    return ddp.device if config.data.gpu_decode and ddp.device.type == "cuda" else None
+
+
+def train_loader(dataset, config: Config, ddp: Dist):
     """Shuffled per epoch from (seed, epoch) alone, so a resumed run sees the same order."""
-    from satlib.data import collate, default_workers
+    from satlib.data import build_loader
 
     per_rank = config.train.batch_size // ddp.world
     if per_rank * ddp.world != config.train.batch_size:
         raise ValueError(f"train.batch_size={config.train.batch_size} is not divisible by "
                          f"{ddp.world} processes")
-    sampler = DistributedSampler(dataset, num_replicas=ddp.world, rank=ddp.rank, shuffle=True,
-                                 seed=config.train.seed, drop_last=True)
-    workers = default_workers() if config.data.workers < 0 else config.data.workers
-    return DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=workers,
-                      collate_fn=collate, pin_memory=ddp.device.type == "cuda", drop_last=True,
-                      persistent_workers=workers > 0)
+    return build_loader(dataset, per_rank, train=True, workers=_workers(config), distributed=True,
+                        num_replicas=ddp.world, rank=ddp.rank, seed=config.train.seed,
+                        decode_device=_decode_device(config, ddp))
 
 
-def test_loader(dataset, config: Config, ddp: Dist) -> DataLoader:
+def test_loader(dataset, config: Config, ddp: Dist):
     """Sequential; with several processes each evaluates its own shard (metrics are summed)."""
-    from satlib.data import collate, default_workers
+    from satlib.data import build_loader
 
-    sampler = (DistributedSampler(dataset, num_replicas=ddp.world, rank=ddp.rank, shuffle=False)
-               if ddp.enabled else None)
-    workers = default_workers() if config.data.workers < 0 else config.data.workers
-    return DataLoader(dataset, batch_size=config.eval.batch_size, sampler=sampler, shuffle=False,
-                      num_workers=workers, collate_fn=collate, pin_memory=ddp.device.type == "cuda")
+    return build_loader(dataset, config.eval.batch_size, train=False, workers=_workers(config),
+                        distributed=ddp.enabled, num_replicas=ddp.world, rank=ddp.rank,
+                        decode_device=_decode_device(config, ddp))
+
+
+def _workers(config: Config) -> int | None:
+    return None if config.data.workers < 0 else config.data.workers
 
 
 # ----------------------------------------------------------------------------------------------
@@ -393,6 +395,8 @@ def train(config: Config, *, resume: bool = False, progress: bool = True,
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t.epochs}", leave=False,
                    disable=not (progress and ddp.master))
         for micro, batch in enumerate(bar):
+            if batch is None:  # every image of this batch was unreadable (data.skip_bad)
+                continue
             images = batch["images"].to(ddp.device, non_blocking=True)
             labels = batch["labels"].to(ddp.device, non_blocking=True)
             with _autocast(ddp.device, config):

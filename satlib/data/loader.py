@@ -21,7 +21,7 @@ import copy
 import os
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from satlib.data.dataset import WSOLDataset
 from satlib.data.io import decode_jpegs, decode_rgb
@@ -71,10 +71,13 @@ def default_workers() -> int:
 
 def build_loader(dataset: WSOLDataset, batch_size: int, *, train: bool, workers: int | None = None,
                  distributed: bool = False, seed: int = 0, decode_device: str | torch.device | None = None,
-                 drop_last: bool | None = None) -> "DataLoader | DeviceLoader":
+                 drop_last: bool | None = None, num_replicas: int | None = None,
+                 rank: int | None = None) -> "DataLoader | DeviceLoader":
     """A DataLoader over `dataset`: shuffled (seeded) and drop_last when `train`, sequential otherwise.
 
-    `distributed` uses a DistributedSampler (call `loader.sampler.set_epoch(epoch)` every epoch).
+    `distributed` uses a DistributedSampler (call `loader.sampler.set_epoch(epoch)` every epoch);
+    `num_replicas`/`rank` give its shard without a process group (one process: 1 and 0), so the
+    order of an epoch depends on (seed, epoch) alone, which an exactly resumed run needs.
     `decode_device` (e.g. "cuda") decodes JPEGs batched on that device (a `DeviceLoader`).
     """
     workers = default_workers() if workers is None else workers
@@ -84,12 +87,34 @@ def build_loader(dataset: WSOLDataset, batch_size: int, *, train: bool, workers:
         dataset = copy.copy(dataset)
         dataset.deferred_decode = True
     generator = torch.Generator().manual_seed(seed)
-    sampler = DistributedSampler(dataset, shuffle=train, seed=seed, drop_last=drop_last) if distributed else None
+    sampler = None
+    if distributed and train:
+        sampler = DistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed,
+                                     drop_last=drop_last)
+    elif distributed:  # evaluation: every image exactly once over all ranks (no padding repeats)
+        sampler = ShardSampler(len(dataset), num_replicas, rank)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
                         num_workers=workers, collate_fn=list if on_device else collate,
                         pin_memory=torch.cuda.is_available() and not on_device, drop_last=drop_last,
                         persistent_workers=workers > 0, generator=generator)
     return DeviceLoader(loader, dataset, decode_device) if on_device else loader
+
+
+class ShardSampler(Sampler):
+    """Indices rank, rank + world, ... of a dataset: an evaluation shard, no image repeated or dropped."""
+
+    def __init__(self, length: int, num_replicas: int | None = None, rank: int | None = None):
+        import torch.distributed as dist
+
+        self.world = num_replicas if num_replicas is not None else dist.get_world_size()
+        self.rank = rank if rank is not None else dist.get_rank()
+        self.length = length
+
+    def __iter__(self):
+        return iter(range(self.rank, self.length, self.world))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.length, self.world))
 
 
 class DeviceLoader:

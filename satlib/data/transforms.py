@@ -77,10 +77,11 @@ def _to_float_normalized() -> list[v2.Transform]:
     return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
 
-def train_transform(img_size: int, resize_size: int) -> v2.Compose:
+def train_transform(img_size: int, resize_size: int, hflip: bool = True) -> v2.Compose:
     """Official training pipeline: Resize((R, R)) -> RandomCrop(crop) -> RandomHorizontalFlip -> normalise."""
+    flip = [v2.RandomHorizontalFlip()] if hflip else []
     return v2.Compose([v2.Resize((resize_size, resize_size), antialias=True),
-                       v2.RandomCrop(img_size), v2.RandomHorizontalFlip(), *_to_float_normalized()])
+                       v2.RandomCrop(img_size), *flip, *_to_float_normalized()])
 
 
 def test_transform(img_size: int, resize_size: int, protocol: str = "sat") -> v2.Compose:
@@ -103,8 +104,17 @@ def test_boxes(boxes_xyxy, image_wh: tuple[float, float], img_size: int, resize_
     """Test-split boxes (K, 4) by the protocol's exact formula (see the module docstring)."""
     check_protocol(protocol)
     if protocol == "sat":
-        return resize_crop_boxes(boxes_xyxy, image_wh, resize_size, img_size)
+        return visible_boxes(resize_crop_boxes(boxes_xyxy, image_wh, resize_size, img_size))
     return resize_boxes_wsoleval(boxes_xyxy, image_wh, img_size)
+
+
+def visible_boxes(boxes: torch.Tensor) -> torch.Tensor:
+    """Drop boxes the centre crop cut away entirely (x1 < x0 or y1 < y0 after the official formula).
+
+    The official evaluator keeps them, but their +1 IoU with any box is 0, so dropping them changes
+    no image's best IoU; an image left with no box is scored as a miss by the evaluator, as before.
+    """
+    return boxes[(boxes[:, 2] >= boxes[:, 0]) & (boxes[:, 3] >= boxes[:, 1])]
 
 
 def check_protocol(protocol: str) -> None:
