@@ -237,7 +237,7 @@ def _ascending(entry, H, W, T, want_holes, m, asc_order, buffer, count):
     return join[:n], buffer, count
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def map_boxes(values, cuts, H, W, wsoleval, want_all):
     """All maps: largest extents (N, T, 4) and, with `want_all`, rows (M, 7) of every component.
 

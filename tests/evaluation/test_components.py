@@ -101,3 +101,14 @@ def test_numba_tree_matches_device_on_fill_and_ties():
                 best = max(order, key=lambda k: sizes[k]) + 1
                 rows, cols = np.nonzero(labels == best)
                 assert tree[m, j].tolist() == [rows.min(), cols.min(), rows.max(), cols.max()]
+
+
+def test_numba_threads_give_identical_results():
+    rng = np.random.default_rng(4)
+    values = rng.random((7, 12, 10)).astype(np.float32)
+    cuts = np.tile(np.linspace(0, 0.9, 6), (7, 1))
+    for wsoleval in (False, True):
+        one = cc.map_boxes(values, cuts, wsoleval, want_all=True, threads=1)
+        three = cc.map_boxes(values, cuts, wsoleval, want_all=True, threads=3)
+        assert np.array_equal(one[0], three[0])
+        assert np.array_equal(one[1], three[1])
