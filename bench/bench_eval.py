@@ -210,17 +210,19 @@ def main() -> None:
             line += f" | per-image loop {row['loop_s']:.1f} s (scaled from {loop[0]:.2f} s on {L})"
             line += " | speed-up " + ", ".join(f"{d} {row['loop_s'] / row[d]:.1f}x" for d in devices)
             row["loop_cpu_s"] = loop_cpu
-            line += f"\n    CPU seconds: loop {loop_cpu:.1f}, cpu {row['cpu_cpu_s']:.1f} -> {loop_cpu / row['cpu_cpu_s']:.1f}x"
+            cpu = row["cpu_cpu_s"]
+            line += f"\n    CPU seconds: loop {loop_cpu:.1f}, cpu {cpu:.1f} -> {loop_cpu / cpu:.1f}x"
         else:
             line += " | per-image loop skipped (needs cv2)"
         print(line)
         for device in devices:
             if f"{device}_peak_mb" in row:
                 quarter, whole = row[f"{device}_peak_mb"]
-                kind = "CUDA max allocated" if device == "cuda" else "peak RSS rise (VmHWM) over the warmed-up process"
+                kind = "CUDA max allocated" if device == "cuda" else "peak RSS rise (VmHWM) over the warm process"
                 print(f"    {device} {kind}: {quarter} MB for {args.images // 4} maps, {whole} MB for {args.images}")
             if f"{device}_agrees_with_loop" in row:
-                print(f"    {device} MaxBoxAcc on the loop's subset equals the loop's: {row[f'{device}_agrees_with_loop']}")
+                agrees = row[f"{device}_agrees_with_loop"]
+                print(f"    {device} MaxBoxAcc on the loop's subset equals the loop's: {agrees}")
         report[protocol] = row
     print(json.dumps(report))
 

@@ -414,7 +414,7 @@ def check_gt_boxes(gt_boxes: Sequence[Tensor] | Tensor, image_size: int | Sequen
 
 
 def pad_gt_boxes(gt_boxes: list[Tensor], device: torch.device) -> tuple[Tensor, Tensor]:
-    """Per-image (K_i, 4) boxes -> (B, K, 4) float64 padded with copies of each image's first box, and valid (B, K)."""
+    """Per-image (K_i, 4) boxes -> (B, K, 4) float64 padded with each image's first box, and valid (B, K)."""
     K = max(b.shape[0] for b in gt_boxes)
     padded = torch.stack([torch.cat([b, b[:1].expand(K - b.shape[0], 4)]) for b in gt_boxes]).to(device)
     valid = torch.stack([torch.arange(K) < b.shape[0] for b in gt_boxes]).to(device)

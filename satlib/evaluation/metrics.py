@@ -57,7 +57,8 @@ class LocalizationEvaluator:
         chosen = default_thresholds(protocol) if thresholds is None else thresholds
         self.thresholds = tuple(check_thresholds(chosen).tolist())
         self.iou_thresholds = tuple(int(k) for k in iou_thresholds)
-        if not self.iou_thresholds or any(k != i or not 0 < k <= 100 for k, i in zip(self.iou_thresholds, iou_thresholds)):
+        exact = all(k == i and 0 < k <= 100 for k, i in zip(self.iou_thresholds, iou_thresholds))
+        if not self.iou_thresholds or not exact:
             raise ValueError(f"iou_thresholds must be integers in (0, 100], got {tuple(iou_thresholds)}")
         self.image_size = image_hw(image_size)
         self.backend = backend

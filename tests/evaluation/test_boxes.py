@@ -99,6 +99,11 @@ def test_backends_agree(protocol):
     assert torch.equal(a, b) and torch.equal(va, vb)
 
 
+def _largest(mask: np.ndarray, protocol: str, backend: str) -> list[int]:
+    """Largest box at t=0.5 of a map equal to `mask`, image size = map size."""
+    return boxes_from_maps(_map_with(mask), [0.5], mask.shape[0], protocol=protocol, backend=backend)[0, 0].tolist()
+
+
 def _map_with(mask: np.ndarray) -> torch.Tensor:
     """A map whose SAT foreground at t=0.5 is `mask` (no resize: image size = map size)."""
     return torch.tensor(np.where(mask, 1.0, 0.0), dtype=torch.float32)[None]
@@ -151,8 +156,8 @@ def test_wsoleval_largest_is_by_polygon_area_not_pixels():
     mask[0, 0:9] = True  # a line: 9 pixels, polygon area 0
     mask[3:6, 3:6] = True  # a 3x3 block: 9 pixels, polygon area 4
     for backend in BACKENDS:
-        assert boxes_from_maps(_map_with(mask), [0.5], 9, protocol="wsoleval", backend=backend)[0, 0].tolist() == [3, 3, 6, 6]
-        assert boxes_from_maps(_map_with(mask), [0.5], 9, protocol="sat", backend=backend)[0, 0].tolist() == [0, 0, 9, 1]
+        assert _largest(mask, "wsoleval", backend) == [3, 3, 6, 6]
+        assert _largest(mask, "sat", backend) == [0, 0, 9, 1]
 
 
 def test_wsoleval_ties_go_to_last_in_raster_order():
@@ -160,7 +165,7 @@ def test_wsoleval_ties_go_to_last_in_raster_order():
     mask[0:2, 0:2] = True
     mask[5:7, 5:7] = True  # same area, later first pixel: cv2 lists it first
     for backend in BACKENDS:
-        assert boxes_from_maps(_map_with(mask), [0.5], 8, protocol="wsoleval", backend=backend)[0, 0].tolist() == [5, 5, 7, 7]
+        assert _largest(mask, "wsoleval", backend) == [5, 5, 7, 7]
 
 
 def test_wsoleval_hole_area_counts_for_the_ring():
@@ -169,7 +174,7 @@ def test_wsoleval_hole_area_counts_for_the_ring():
     mask[1:6, 1:6] = False  # thin ring: 24 pixels, polygon area 36 with the hole
     mask[8:12, 8:12] = True  # solid 4x4: 16 pixels, polygon area 9
     for backend in BACKENDS:
-        assert boxes_from_maps(_map_with(mask), [0.5], 12, protocol="wsoleval", backend=backend)[0, 0].tolist() == [0, 0, 7, 7]
+        assert _largest(mask, "wsoleval", backend) == [0, 0, 7, 7]
 
 
 def test_box_iou_inclusive_formula():
@@ -217,3 +222,15 @@ def test_bad_gt_boxes_rejected(box, message):
 def test_gt_batch_mismatch_rejected():
     with pytest.raises(ValueError, match="2 images but the maps have 3"):
         check_gt_boxes([torch.zeros(1, 4)] * 2, 16, batch=3)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("protocol", ["sat", "wsoleval"])
+def test_cuda_boxes_match_cpu_tree(protocol):
+    maps = smooth_maps(30, seed=8, size=(14, 14))
+    thresholds = [i / 10 for i in range(10)]
+    cpu = boxes_from_maps(maps, thresholds, 224, protocol=protocol, backend="union_find")
+    cuda = boxes_from_maps(maps.cuda(), thresholds, 224, protocol=protocol)
+    assert cuda.is_cuda and torch.equal(cuda.cpu(), cpu)
+    (a, va), (b, vb) = (boxes_from_maps(m, thresholds, 224, mode="all", protocol=protocol) for m in (maps, maps.cuda()))
+    assert torch.equal(a, b.cpu()) and torch.equal(va, vb.cpu())

@@ -45,7 +45,8 @@ def test_bicubic_close_to_cv2_inter_cubic():
     theirs = []
     for m in maps.numpy():
         cam = cv2.resize(m, (224, 224), interpolation=cv2.INTER_CUBIC)
-        cam = np.zeros_like(cam) if cam.min() == cam.max() or m.min() == m.max() else (cam - cam.min()) / (cam - cam.min()).max()
+        flat = cam.min() == cam.max() or m.min() == m.max()
+        cam = np.zeros_like(cam) if flat else (cam - cam.min()) / (cam - cam.min()).max()
         theirs.append((cam * 255).astype(np.uint8).astype(int))
     diff = np.abs(ours - np.stack(theirs))
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-4

@@ -23,7 +23,8 @@ def test_panel_and_grid_draw_boxes_and_iou():
 
     images = torch.rand(3, 3, 16, 16)
     maps = torch.rand(3, 4, 4)
-    ax = show_localization(images[0], maps[0], pred_box=[1, 1, 8, 8], gt_boxes=torch.tensor([[2.0, 2, 9, 9]]), iou=0.512)
+    ax = show_localization(images[0], maps[0], pred_box=[1, 1, 8, 8], gt_boxes=torch.tensor([[2.0, 2, 9, 9]]),
+                           iou=0.512)
     assert ax.get_title() == "IoU 0.51"
     assert len(ax.patches) == 2
     fig = show_localization_grid(images, maps, pred_boxes=[[0, 0, 4, 4]] * 3, gt_boxes=[[[0, 0, 5, 5]]] * 3,
