@@ -18,7 +18,8 @@ How the two protocols read the same counters (percentages 0..100; "loc hit" = Io
   level, the max over thresholds of the accuracy with any contour's box (multi-contour), and
   ``maxboxacc_v2`` = their mean.
 
-``top1_cls``/``top5_cls``/``top1_loc``/``top5_loc`` need ``logits`` and ``labels``; ``pxap``
+``top1_cls``/``top5_cls``/``top1_loc``/``top5_loc`` need ``logits`` and ``labels`` (top-5 is
+top-min(5, classes)); ``pxap``
 needs ``gt_masks`` (1 foreground, 0 background, 255 ignored, as wsolevaluation's masks) and uses
 the protocol's normalised maps. Ten-crop classification is the caller's choice
 (`satlib.evaluation.ten_crop_probs` gives probabilities that can be passed as ``logits``).

@@ -238,3 +238,20 @@ def test_cuda_components_match_cpu_tree(protocol):
     order = [torch.tensor(sorted(rows.cpu().tolist())) for rows in (cpu[1], cuda[1])]
     assert torch.equal(order[0], order[1])
     assert torch.equal(normalize_maps(maps.cuda(), 224, "sat").cpu(), normalize_maps(maps, 224, "sat"))
+
+
+def test_gt_box_transforms_are_reexported():
+    import satlib.data.transforms as transforms
+    import satlib.evaluation as evaluation
+
+    assert evaluation.resize_crop_boxes is transforms.resize_crop_boxes
+    assert evaluation.resize_boxes_wsoleval is transforms.resize_boxes_wsoleval
+
+
+def test_import_is_light():
+    import subprocess
+    import sys
+
+    code = "import sys, satlib.evaluation; print(sorted({'numba', 'matplotlib', 'cv2'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
