@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 # (rows, cols) offsets of the 8- and 4-neighbourhoods.
@@ -33,10 +34,23 @@ NEIGHBOURS = {
 # Device path: hooking + pointer jumping on (P, H*W + 1) label tables
 # ---------------------------------------------------------------------------------------------
 
-def _neighbour_min(grid: Tensor, connectivity: int, fill: int) -> Tensor:
-    """Smallest label over each pixel and its neighbours, (P, H, W) -> (P, H, W)."""
+def _neighbour_min(grid: Tensor, connectivity: int, fill: int, pooling: bool) -> Tensor:
+    """Smallest label over each pixel and its neighbours, (P, H, W) -> (P, H, W).
+
+    With `pooling`, one max-pooling of the negated labels (exact in float32 below 2^24; a 3x3
+    window for 8-connectivity, a 3x1 and a 1x3 window for 4): fewer memory sweeps on a GPU.
+    Otherwise shifted minimums (faster on a CPU). Outside the image counts as background.
+    """
+    if pooling and fill < (1 << 24):
+        negated = -grid[:, None].float()
+        if connectivity == 8:
+            pooled = F.max_pool2d(negated, 3, stride=1, padding=1)
+        else:
+            pooled = torch.maximum(F.max_pool2d(negated, (3, 1), stride=1, padding=(1, 0)),
+                                   F.max_pool2d(negated, (1, 3), stride=1, padding=(0, 1)))
+        return (-pooled[:, 0]).to(grid.dtype)
     H, W = grid.shape[-2:]
-    padded = torch.nn.functional.pad(grid, (1, 1, 1, 1), value=fill)
+    padded = F.pad(grid, (1, 1, 1, 1), value=fill)
     smallest = grid
     for dr, dc in NEIGHBOURS[connectivity]:
         smallest = torch.minimum(smallest, padded[:, 1 + dr:1 + dr + H, 1 + dc:1 + dc + W])
@@ -50,7 +64,7 @@ def _run_starts(mask: Tensor) -> Tensor:
     """
     P, H, W = mask.shape
     index = torch.arange(H * W, device=mask.device).reshape(H, W)
-    left = torch.nn.functional.pad(mask[..., :-1], (1, 0), value=False)
+    left = F.pad(mask[..., :-1], (1, 0), value=False)
     starts = torch.where(mask & ~left, index, -1).cummax(dim=-1).values
     return torch.where(mask, starts, H * W)
 
@@ -71,18 +85,20 @@ def index_dtype(device: torch.device) -> torch.dtype:
     return _INDEX_DTYPES[device.type]
 
 
-def label_components(mask: Tensor, connectivity: int = 8, check_every: int = 2) -> Tensor:
+def label_components(mask: Tensor, connectivity: int = 8, check_every: int = 2,
+                     pooling: bool | None = None) -> Tensor:
     """Connected components of (P, H, W) bool masks -> (P, H*W + 1) integer labels (`index_dtype`).
 
     A foreground pixel's label is the raster index of its component's first pixel; background
     pixels and the extra last slot hold the sentinel n = H*W, so the table can index itself and
     per-label tables of length n + 1. Convergence is checked every `check_every` rounds (one host
-    sync per check).
+    sync per check). `pooling` picks the neighbour-min kernel (default: pooling on CUDA).
     """
     if connectivity not in NEIGHBOURS:
         raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
     P, H, W = mask.shape
     n = H * W
+    pooling = mask.is_cuda if pooling is None else pooling
     fg = mask.reshape(P, n)
     labels = torch.full((P, n + 1), n, dtype=index_dtype(mask.device), device=mask.device)
     labels[:, :n] = _run_starts(mask).reshape(P, n)
@@ -90,7 +106,7 @@ def label_components(mask: Tensor, connectivity: int = 8, check_every: int = 2) 
         before = labels
         for _ in range(check_every):
             grid = labels[:, :n].reshape(P, H, W)
-            smallest = torch.where(fg, _neighbour_min(grid, connectivity, n).reshape(P, n), n)
+            smallest = torch.where(fg, _neighbour_min(grid, connectivity, n, pooling).reshape(P, n), n)
             labels = labels.scatter_reduce(1, labels[:, :n], smallest, reduce="amin")  # hook roots
             labels = labels.gather(1, labels.gather(1, labels))  # jump twice
         if torch.equal(labels, before):

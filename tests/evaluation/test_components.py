@@ -35,12 +35,13 @@ def _spiral(size: int) -> np.ndarray:
     return mask
 
 
+@pytest.mark.parametrize("pooling", [False, True])
 @pytest.mark.parametrize("connectivity", [4, 8])
-def test_label_components_matches_scipy(connectivity):
+def test_label_components_matches_scipy(connectivity, pooling):
     rng = np.random.default_rng(0)
     masks = rng.random((40, 13, 11)) < rng.uniform(0.2, 0.8, (40, 1, 1))
     masks[0] = _spiral(13)[:, :11]
-    labels = cc.label_components(torch.from_numpy(masks), connectivity=connectivity)
+    labels = cc.label_components(torch.from_numpy(masks), connectivity=connectivity, pooling=pooling)
     structure = np.ones((3, 3)) if connectivity == 8 else ndimage.generate_binary_structure(2, 1)
     n = 13 * 11
     for mask, lab in zip(masks, labels):
