@@ -42,6 +42,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor
 
 from satlib.evaluation import components as cc
@@ -269,7 +270,7 @@ def _device_components(scores: Tensor, cuts: Tensor, protocol: str, want_all: bo
     if want_all:
         plane = torch.cat(plane_ids)
         rows = torch.cat([torch.stack([plane // T, plane % T], 1), torch.cat(row_list)], 1)
-    return largest.reshape(N, T, 4), rows
+    return rearrange(largest, "(maps thresholds) extent -> maps thresholds extent", maps=N), rows
 
 
 def _cpu_components(scores: Tensor, cuts: Tensor, protocol: str, want_all: bool) -> tuple[Tensor, Tensor]:
@@ -310,7 +311,8 @@ def pad_rows(rows: Tensor, boxes: Tensor, N: int, T: int) -> tuple[Tensor, Tenso
     padded[plane, slot] = boxes
     valid = torch.zeros(N * T, K, dtype=torch.bool, device=device)
     valid[plane, slot] = True
-    return padded.reshape(N, T, K, 4), valid.reshape(N, T, K)
+    per_map = "(maps thresholds) boxes ... -> maps thresholds boxes ..."
+    return rearrange(padded, per_map, maps=N), rearrange(valid, per_map, maps=N)
 
 
 def extents_to_boxes(extents: Tensor, protocol: str, image_size: int | Sequence[int],
@@ -429,8 +431,10 @@ def max_iou(boxes: Tensor, gt_boxes: Tensor, box_valid: Tensor | None = None) ->
     """
     if boxes.dim() == 3:
         return box_iou(boxes, gt_boxes).amax(-1)  # (B, T, 4) x (B, K, 4) -> (B, T, K)
-    B, T, A, _ = boxes.shape
-    iou = box_iou(boxes.reshape(B, T * A, 4), gt_boxes).amax(-1).reshape(B, T, A)
+    T = boxes.shape[1]
+    flat = rearrange(boxes, "batch thresholds boxes xyxy -> batch (thresholds boxes) xyxy")
+    best = box_iou(flat, gt_boxes).amax(-1)  # (B, T*A): best over GT boxes
+    iou = rearrange(best, "batch (thresholds boxes) -> batch thresholds boxes", thresholds=T)
     if box_valid is not None:
         iou = torch.where(box_valid, iou, -1.0)
     return iou.amax(-1)

@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from einops import rearrange
 from torch import Tensor
 
 from satlib.evaluation.boxes import (box_iou, check_gt_boxes, check_maps, check_protocol, check_thresholds,
@@ -146,12 +147,13 @@ class LocalizationEvaluator:
         The largest contour's box is one of them, and it is the empty-prediction box where
         nothing is above the threshold, so the max starts from `largest_iou`.
         """
-        B, T = largest_iou.shape
+        T = largest_iou.shape[1]
         boxes = rows_to_boxes(rows, self.protocol, self.image_size)
         best = box_iou(boxes[:, None, :], gt[rows[:, 0]])[:, 0].amax(-1)  # (M,)
         plane = rows[:, 0] * T + rows[:, 1]
-        any_iou = largest_iou.reshape(-1).clone()
-        return any_iou.scatter_reduce_(0, plane, best, reduce="amax").reshape(B, T)
+        any_iou = rearrange(largest_iou, "batch thresholds -> (batch thresholds)").clone()
+        any_iou.scatter_reduce_(0, plane, best, reduce="amax")
+        return rearrange(any_iou, "(batch thresholds) -> batch thresholds", thresholds=T)
 
     def compute(self) -> dict[str, float]:
         """Metrics in percent (and ``best_threshold``); see the module docstring for each key."""
