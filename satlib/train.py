@@ -289,6 +289,8 @@ def evaluate(model: nn.Module, loader, config: Config, device: torch.device, *, 
         labels = batch["labels"].to(device)
         boxes = [b.to(device) for b in batch["boxes"]]
         masks = batch.get("masks")
+        if masks is not None:  # 1 foreground, 0 background, 255 ignored (wsolevaluation's convention)
+            masks = masks.to(torch.uint8).masked_fill(batch["ignores"], 255) if "ignores" in batch else masks
         with _autocast(device, config):
             out = net(images)
         logits = out.logits.float()
@@ -300,20 +302,15 @@ def evaluate(model: nn.Module, loader, config: Config, device: torch.device, *, 
         if cam_eval is not None:
             cams = out.class_maps.float()[torch.arange(len(labels), device=device), labels]
             cam_eval.update(cams, boxes, logits=logits, labels=labels)
-    _all_reduce_evaluator(sat_eval)
+    sat_eval.all_reduce()
     metrics = sat_eval.compute()
     if cam_eval is not None:
-        _all_reduce_evaluator(cam_eval)
+        cam_eval.all_reduce()
         cam_metrics = cam_eval.compute()
         metrics.update({f"cam_{k}": cam_metrics[k] for k in ("gt_known", "top1_loc", "maxboxacc",
                                                               "best_threshold")})
     net.train(was_training)
     return metrics
-
-
-def _all_reduce_evaluator(evaluator) -> None:
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        evaluator.all_reduce()
 
 
 def _autocast(device: torch.device, config: Config):

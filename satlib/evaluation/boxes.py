@@ -388,9 +388,11 @@ def box_iou(boxes: Tensor, gt_boxes: Tensor) -> Tensor:
 
 def check_gt_boxes(gt_boxes: Sequence[Tensor] | Tensor, image_size: int | Sequence[int],
                    batch: int | None = None) -> list[Tensor]:
-    """Validate per-image GT boxes (each (K, 4) xyxy, K >= 1) -> list of float64 tensors.
+    """Validate per-image GT boxes (each (K, 4) xyxy) -> list of float64 tensors.
 
-    Coordinates must be finite, 0 <= x0 <= x1 <= W and 0 <= y0 <= y1 <= H.
+    Coordinates must be finite, 0 <= x0 <= x1 <= W and 0 <= y0 <= y1 <= H. K = 0 is allowed: an
+    image whose every box the centre crop cut away (`satlib.data.transforms.visible_boxes`) is scored
+    as a miss at every threshold, as the official IoU with such boxes is 0.
     """
     H, W = image_hw(image_size)
     if isinstance(gt_boxes, Tensor) and gt_boxes.dim() == 2:
@@ -400,8 +402,8 @@ def check_gt_boxes(gt_boxes: Sequence[Tensor] | Tensor, image_size: int | Sequen
     if batch is not None and len(boxes) != batch:
         raise ValueError(f"gt_boxes has {len(boxes)} images but the maps have {batch}")
     for i, b in enumerate(boxes):
-        if b.dim() != 2 or b.shape[-1] != 4 or b.shape[0] == 0:
-            raise ValueError(f"gt_boxes[{i}] must be (K, 4) with K >= 1, got shape {tuple(b.shape)}")
+        if b.dim() != 2 or b.shape[-1] != 4:
+            raise ValueError(f"gt_boxes[{i}] must be (K, 4), got shape {tuple(b.shape)}")
     checked = [b.double() for b in boxes]
     everything = torch.cat([b.cpu() for b in checked])
     x0, y0, x1, y1 = everything.unbind(-1)
@@ -415,10 +417,19 @@ def check_gt_boxes(gt_boxes: Sequence[Tensor] | Tensor, image_size: int | Sequen
     return checked
 
 
+# Under the +1 IoU formula this box meets no box inside the image (intersection and area 0): IoU 0.
+NO_BOX = (0.0, 0.0, -1.0, -1.0)
+
+
 def pad_gt_boxes(gt_boxes: list[Tensor], device: torch.device) -> tuple[Tensor, Tensor]:
-    """Per-image (K_i, 4) boxes -> (B, K, 4) float64 padded with each image's first box, and valid (B, K)."""
-    K = max(b.shape[0] for b in gt_boxes)
-    padded = torch.stack([torch.cat([b, b[:1].expand(K - b.shape[0], 4)]) for b in gt_boxes]).to(device)
+    """Per-image (K_i, 4) boxes -> (B, K, 4) float64 padded with each image's first box, and valid (B, K).
+
+    An image with no box is padded with `NO_BOX`, whose IoU with any prediction is 0.
+    """
+    K = max(1, max(b.shape[0] for b in gt_boxes))
+    firsts = [b[:1] if len(b) else torch.tensor([NO_BOX], dtype=b.dtype) for b in gt_boxes]
+    padded = torch.stack([torch.cat([b, first.expand(K - b.shape[0], 4)])
+                          for b, first in zip(gt_boxes, firsts)]).to(device)
     valid = torch.stack([torch.arange(K) < b.shape[0] for b in gt_boxes]).to(device)
     return padded, valid
 

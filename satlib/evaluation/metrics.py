@@ -155,6 +155,34 @@ class LocalizationEvaluator:
         any_iou.scatter_reduce_(0, plane, best, reduce="amax")
         return rearrange(any_iou, "(batch thresholds) -> batch thresholds", thresholds=T)
 
+    def all_reduce(self) -> None:
+        """Sum the counters over the processes of torch.distributed: every rank then computes the whole set."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        parts = [torch.tensor([self.count, self.top1_cls, self.top5_cls, bool(self.with_logits),
+                               bool(self.with_masks)]),
+                 self.largest_hits.flatten(), self.any_hits.flatten(), self.top1_loc, self.top5_loc]
+        if self.pixel_ap is not None:
+            parts += [self.pixel_ap.true_hist, self.pixel_ap.false_hist]
+        flat = torch.cat(parts)
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+        summed = flat.to(device)
+        dist.all_reduce(summed)
+        pieces = [piece.clone() for piece in torch.split(summed.cpu(), [p.numel() for p in parts])]
+        count, top1, top5, with_logits, with_masks = (int(v) for v in pieces[0])
+        ranks = dist.get_world_size()
+        if with_logits not in (0, ranks) or with_masks not in (0, ranks):
+            raise ValueError("LocalizationEvaluator.all_reduce(): ranks disagree on logits/gt_masks being given")
+        self.count, self.top1_cls, self.top5_cls = count, top1, top5
+        self.with_logits, self.with_masks = with_logits == ranks, with_masks == ranks
+        self.largest_hits = pieces[1].reshape(self.largest_hits.shape)
+        self.any_hits = pieces[2].reshape(self.any_hits.shape)
+        self.top1_loc, self.top5_loc = pieces[3], pieces[4]
+        if self.pixel_ap is not None:
+            self.pixel_ap.true_hist, self.pixel_ap.false_hist = pieces[5], pieces[6]
+
     def compute(self) -> dict[str, float]:
         """Metrics in percent (and ``best_threshold``); see the module docstring for each key."""
         if self.count == 0:

@@ -31,3 +31,15 @@ def test_resize_boxes_wsoleval_scales_without_clipping():
     # wsolevaluation: int(x * 224 / w); 499 * 224 / 500 = 223.55 -> 223, 375 * 224 / 375 = 224.
     boxes = resize_boxes_wsoleval([[45, 49, 499, 375]], (500, 375), 224)
     assert boxes.tolist() == [[20.0, 29.0, 223.0, 224.0]]
+
+
+def test_test_boxes_drop_boxes_the_centre_crop_cut_away():
+    from satlib.data.transforms import test_boxes
+
+    # 512 x 512 image, Resize(256) + CenterCrop(224): the crop keeps x, y in [32, 480) of the original.
+    boxes = torch.tensor([[0.0, 100.0, 20.0, 200.0],     # left of the crop: x1 -> int(10 - 16) = -6
+                          [100.0, 100.0, 300.0, 300.0],  # inside
+                          [500.0, 0.0, 510.0, 10.0]])    # right of and above the crop
+    kept = test_boxes(boxes, (512, 512), img_size=224, resize_size=256, protocol="sat")
+    assert kept.tolist() == [[34.0, 34.0, 134.0, 134.0]]
+    assert test_boxes(boxes, (512, 512), 224, 256, protocol="wsoleval").shape == (3, 4)

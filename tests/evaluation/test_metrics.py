@@ -168,3 +168,17 @@ def test_cuda_evaluator_matches_cpu():
         evaluator.update(maps.to(device), gt, logits.to(device), labels.to(device))
         results.append(evaluator.compute())
     assert results[0] == results[1]
+
+
+def test_image_without_visible_gt_box_is_a_miss():
+    """K = 0 (every box cut away by the centre crop) scores IoU 0, as the official +1 IoU with such a box."""
+    from satlib.evaluation import LocalizationEvaluator
+
+    maps = torch.zeros(2, 4, 4)
+    maps[:, 1:3, 1:3] = 1.0
+    boxes = [torch.tensor([[8.0, 8.0, 23.0, 23.0]]), torch.zeros(0, 4)]
+    evaluator = LocalizationEvaluator(thresholds=[0.5], image_size=32)
+    iou = evaluator.update(maps, boxes, logits=torch.eye(2), labels=torch.arange(2))
+    assert iou[1, 0] == 0.0 and iou[0, 0] > 0.5
+    metrics = evaluator.compute()
+    assert metrics["gt_known"] == 50.0 and metrics["top1_loc"] == 50.0
