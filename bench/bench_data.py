@@ -20,33 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 from satlib.data import build_dataset, build_loader
 from satlib.data.synthetic import make_synthetic_dataset
 
-
-def make_fake_jpegs(root: Path, count: int, seed: int = 0) -> Path:
-    """`count` smooth random 500x375 JPEGs (quality 90) in the CUB layout, two classes."""
-    rng = np.random.default_rng(seed)
-    rows = {k: [] for k in ("images", "labels", "split", "boxes")}
-    for i in range(1, count + 1):
-        cells = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
-        image = Image.fromarray(cells).resize((500, 375), Image.Resampling.BICUBIC)
-        rel = f"{1 + i % 2:03d}.c/{i:05d}.jpg"
-        (root / "images" / rel).parent.mkdir(parents=True, exist_ok=True)
-        image.save(root / "images" / rel, quality=90)
-        rows["images"].append(f"{i} {rel}")
-        rows["labels"].append(f"{i} {1 + i % 2}")
-        rows["split"].append(f"{i} 1")
-        rows["boxes"].append(f"{i} 50.0 40.0 300.0 200.0")
-    for name, key in (("images.txt", "images"), ("image_class_labels.txt", "labels"),
-                      ("train_test_split.txt", "split"), ("bounding_boxes.txt", "boxes")):
-        (root / name).write_text("".join(line + "\n" for line in rows[key]))
-    (root / "classes.txt").write_text("1 001.c\n2 002.c\n")
-    return root
+from _common import make_fake_jpegs
 
 
 def batches_from(loader):

@@ -23,7 +23,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -34,6 +33,8 @@ import torch.nn.functional as F
 
 import satlib
 from satlib.models import VARIANTS, ConvStem
+
+from _common import fmt, write_json
 
 # glibc: a fixed mmap threshold returns every large tensor to the OS when freed, so RSS follows live memory
 CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
@@ -78,7 +79,7 @@ class Runner:
         self.images = torch.randn(args.batch_size, 3, *side, device=self.device)
         self.labels = torch.randint(0, args.num_classes, (args.batch_size,), device=self.device)
         self.sat_loss = satlib.SATLoss().to(self.device)
-        self.forward = torch.compile(self.model) if config.compile else self.model
+        self.forward = torch.compile(self.model, backend=args.compile_backend) if config.compile else self.model
         dtype = DTYPES[config.dtype]
         self.autocast = (torch.autocast(self.device.type, dtype=dtype) if dtype != torch.float32
                          else nullcontext())
@@ -165,8 +166,8 @@ def configs_for(args: argparse.Namespace) -> list[Config]:
     return configs
 
 
-def measure(args: argparse.Namespace) -> dict:
-    configs = configs_for(args)
+def measure(args: argparse.Namespace, configs: list[Config] | None = None) -> dict:
+    configs = configs or configs_for(args)
     runners = [Runner(args, config) for config in configs]
     for runner in runners:  # warmup (and compilation) outside the timed rounds
         for _ in range(args.warmup):
@@ -222,17 +223,6 @@ def environment(args: argparse.Namespace) -> dict:
                 command="python bench/bench_model.py " + " ".join(sys.argv[1:]))
 
 
-def write_json(path: str, payload: dict) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as tmp:
-        json.dump(payload, tmp, indent=2)
-    os.replace(tmp.name, path)
-
-
-def fmt(value: float | None, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
 def report(env: dict, results: dict, ratios: dict) -> None:
     print(f"{env['model']} on {env['device']}, batch {env['batch_size']}, {env['dtype']}"
           f"{', compiled' if env['compile'] else ''}; median of {env['rounds']} rounds × {env['iters']} steps")
@@ -253,6 +243,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="fp32", choices=list(DTYPES))
     parser.add_argument("--compile", action="store_true", help="torch.compile every configuration")
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend (eager: trace only)")
     parser.add_argument("--batch-size", type=int, default=None, help="default 8 on CPU, 128 on CUDA")
     parser.add_argument("--img-size", type=int, default=None, help="default: the variant's")
     parser.add_argument("--num-classes", type=int, default=200)

@@ -1,0 +1,151 @@
+"""bench/gpu_suite.py: the CPU smoke run covers every section; the runner keeps going past failures."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from satlib.config import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+import gpu_suite  # noqa: E402
+
+
+def numbers(value) -> list[float]:
+    """Every finite int or float inside nested dicts and lists (bools excluded)."""
+    if isinstance(value, dict):
+        return [n for v in value.values() for n in numbers(v)]
+    if isinstance(value, list):
+        return [n for v in value for n in numbers(v)]
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return [value]
+    return []
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("suite")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "bench/gpu_suite.py", "--smoke", "--out", str(out)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return json.loads((out / "report.json").read_text()), out, result.stdout
+
+
+def test_smoke_run_reports_every_section_with_numbers(smoke):
+    report, out, stdout = smoke
+    assert list(report["sections"]) == list(gpu_suite.SECTIONS)
+    for name, entry in report["sections"].items():
+        assert entry["status"] == "ok", (name, entry.get("error"))
+        assert numbers(entry["results"]), f"{name} has no numbers"
+    markdown = (out / "report.md").read_text()
+    assert all(f"### {name}" in markdown for name in gpu_suite.SECTIONS)
+    assert "## Targets" in markdown and "--smoke" in markdown
+    assert "== summary" in stdout
+
+
+def test_smoke_figures_come_from_the_sizes_asked_for(smoke):
+    report, out, _ = smoke
+    results = {name: entry["results"] for name, entry in report["sections"].items()}
+    sizes = gpu_suite.SMOKE
+    model = results["model"]
+    assert set(model["configs"]) == {c.label for c in (*gpu_suite.MODEL_EAGER, gpu_suite.MODEL_COMPILED)}
+    assert all(c["images_per_s"] > 0 and c["tflops"] > 0 for c in model["configs"].values())
+    assert model["gflop_per_image"]["sat"] > 0 and model["ratios"]["sat_time_vs_deit"] > 0
+    for protocol in ("sat", "wsoleval"):
+        row = results["eval"]["protocols"][protocol]
+        assert row["maps"] == sizes.eval_maps and row["batched_s"] > 0
+        if "speedup" in row:  # wsoleval's loop needs cv2
+            assert row["agrees_with_loop"] and row["speedup"] > 0
+    assert [x["workers"] for x in results["data"]["loaders"]] == [0, 1]
+    cub, imagenet = results["train_cub"], results["train_imagenet"]
+    assert cub["classes"] == sizes.cub_classes and imagenet["classes"] == sizes.imagenet_classes
+    assert cub["micro_batch"] == sizes.cub_batch and cub["run"]["steps"] >= sizes.cub_steps
+    assert cub["evaluation"]["images"] == sizes.cub_test and cub["evaluation"]["tencrop"] is True
+    assert cub["projection"]["epochs"] == 30 and cub["projection"]["total_s"] > 0
+    assert imagenet["projection"]["epochs"] == 1 and imagenet["projection"]["steps_per_epoch"] == 1281167 // 16
+    step, batch = results["profile"]["train_step"], results["profile"]["eval_batch"]
+    assert step["steps"] == sizes.profile_schedule[2] and step["top_ops"] and batch["top_ops"]
+    assert (out / step["trace"]).is_file() and (out / batch["trace"]).is_file()
+    assert len(report["targets"]) == 6
+
+
+def test_a_failing_or_slow_section_is_recorded_and_the_suite_goes_on(tmp_path):
+    suite = gpu_suite.Suite(sizes=replace(gpu_suite.SMOKE, budget=3.0, min_section=0.2), device=torch.device("cpu"),
+                            out=tmp_path, work=tmp_path / "work", smoke=True)
+    suite.report = {"suite": {"command": "test"}, "sections": {}}
+
+    def fails(suite, results):
+        results["before"] = 1.5
+        raise ValueError("broken on purpose")
+
+    def slow(suite, results):
+        results["before"] = 2.5
+        time.sleep(10)
+
+    def fine(suite, results):
+        results["value"] = 3.5
+
+    start = time.perf_counter()
+    gpu_suite.run_suite(suite, [("fails", fails, 10), ("slow", slow, 1.0), ("fine", fine, 10), ("late", slow, 10),
+                                ("after", fine, 10)])
+    assert time.perf_counter() - start < 5
+    sections = json.loads((tmp_path / "report.json").read_text())["sections"]
+    assert sections["fails"]["status"] == "error" and "broken on purpose" in sections["fails"]["error"]
+    assert sections["fails"]["results"] == {"before": 1.5}
+    assert sections["slow"]["status"] == "timeout" and sections["slow"]["results"] == {"before": 2.5}
+    assert sections["slow"]["seconds"] < 2
+    assert sections["fine"]["status"] == "ok" and sections["fine"]["results"] == {"value": 3.5}
+    assert sections["late"]["status"] == "timeout"  # capped by what is left of the 3 s budget
+    assert sections["after"]["status"] == "skipped"
+    assert "### fails" in (tmp_path / "report.md").read_text()
+
+
+def test_steady_steps_splits_step_time_from_epoch_boundaries():
+    # Three epochs: steps 1 s apart (2 s for an epoch's second step), 3 s across each boundary; the
+    # callbacks run at 4.5, 11.5 and 20 (the last epoch's closing evaluation takes the extra time).
+    times = [1, 2, 3, 4, 7, 9, 10, 11, 14, 16, 17, 18]
+    out = gpu_suite.steady_steps([float(t) for t in times], [4.5, 11.5, 20.0], warm=1)
+    inside = [1, 1, 1, 2, 1, 1, 2, 1, 1]
+    assert out["step_s"] == pytest.approx(sum(inside) / len(inside))
+    assert out["steady_step_s"] == pytest.approx(1.0)  # second halves only
+    assert out["boundary_s"] == pytest.approx(3 - sum(inside) / len(inside))
+    assert out["epoch_wall_s"] == pytest.approx(7.0) and out["intervals"] == len(inside)
+    assert gpu_suite.steady_steps([1.0], [2.0], warm=1) == {}
+
+
+def test_projection_uses_the_epoch_wall_time_only_when_the_stand_in_has_the_real_epoch():
+    run = {"step_s": 0.6, "steady_step_s": 0.5, "boundary_s": 2.0, "epoch_wall_s": 8.0}
+    results = {"images_per_step": 100, "steps_per_epoch": 10, "run": run, "evaluation": {"images_per_s": 100.0}}
+    cub = gpu_suite.project(gpu_suite.Recipe("cub", "cub_run", 1000, 500), load_config("cub"), results)
+    assert (cub["epochs"], cub["evaluations"], cub["epoch_s"]) == (30, 6, 8.0)  # eval_every 5 over 30 epochs
+    assert cub["total_s"] == pytest.approx(30 * 8.0 + 6 * 5.0)
+    imagenet = gpu_suite.project(gpu_suite.Recipe("imagenet", "imagenet_run", 100_000, 1000),
+                                 load_config("imagenet"), results)
+    assert imagenet["steps_per_epoch"] == 1000 and imagenet["epoch_s"] == pytest.approx(1000 * 0.5 + 2.0)
+    assert imagenet["total_s"] == pytest.approx(502.0 + 10.0)
+
+
+def test_targets_compare_each_value_with_its_goal():
+    report = {"sections": {
+        "model": {"results": {"ratios": {"bf16_compile_speedup_vs_fp32": 3.2, "bf16_compile_memory_vs_fp32": 0.7,
+                                         "sat_time_vs_deit": 1.05},
+                              "configs": {"SAT sdpa bf16": {"images_per_s": 4000.0},
+                                          "SAT sdpa bf16 + compile": {"images_per_s": 5200.0},
+                                          "DeiT-S bf16 (timm)": {"images_per_s": 9000.0}}}},
+        "train_cub": {"results": {"loader_only_images_per_s": 2000.0, "model_only_images_per_s": 4000.0}}}}
+    met = {t["target"]: (t["value"], t["met"]) for t in gpu_suite.targets(report)}
+    assert met["bf16 + compile images/s over explicit fp32"] == (3.2, True)
+    assert met["bf16 + compile peak memory over explicit fp32"] == (0.7, False)
+    assert met["SAT bf16 step time over timm DeiT-S bf16"] == (1.05, True)
+    assert met["SAT DeiT-S images/s (best SAT path)"] == (5200.0, True)
+    assert met["evaluator speed-up over the per-image loop (sat)"] == (None, None)
+    assert met["loader images/s over model images/s (CUB)"] == (0.5, False)
