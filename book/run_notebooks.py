@@ -1,0 +1,93 @@
+"""Execute the book's chapters in place, so the committed notebooks carry their outputs (`make notebooks`).
+
+    python book/run_notebooks.py                 every chapter listed in _toc.yml
+    python book/run_notebooks.py book/05_*.ipynb only these
+
+Each notebook runs top to bottom in a fresh kernel with its own folder as the working directory (as
+nbval runs it). The chapters cache their synthetic data and tiny trained model under $SATLIB_CACHE;
+unless `--keep-cache` is given, the run uses a fresh temporary cache, so the committed outputs show a
+training from scratch (in the first chapter that needs it) rather than a cache hit. Volatile metadata (timings, widget state, the interpreter's version) is stripped and
+the file is replaced atomically, so an interrupted run leaves the previous notebook intact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+import yaml
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parent.parent
+KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
+
+
+def toc_notebooks(root: Path = ROOT) -> list[Path]:
+    """Every .ipynb chapter of _toc.yml, in order."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    files = [entry["file"] for entry in toc.get("chapters", [])]
+    return [root / f"{name}.ipynb" for name in files if (root / f"{name}.ipynb").is_file()]
+
+
+def strip_volatile(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Drop what changes run to run without changing the content: timings, widget state, versions."""
+    nb.metadata.pop("widgets", None)
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
+    nb.metadata["language_info"] = {"name": "python"}
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        cell.metadata.pop("collapsed", None)
+        cell.metadata.pop("scrolled", None)
+        for output in cell.get("outputs", []):
+            output.get("metadata", {}).pop("transient", None)
+            output.pop("transient", None)
+    return nb
+
+
+def execute(path: Path, timeout: int = 900) -> float:
+    """Run one notebook in place; returns the seconds it took."""
+    nb = nbformat.read(path, as_version=4)
+    started = time.perf_counter()
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    seconds = time.perf_counter() - started
+    nbformat.validate(nb)
+    text = nbformat.writes(strip_volatile(nb))
+    text += "" if text.endswith("\n") else "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("notebooks", nargs="*", type=Path, help="default: every chapter of _toc.yml")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per cell")
+    parser.add_argument("--keep-cache", action="store_true", help="use $SATLIB_CACHE as it is")
+    args = parser.parse_args(argv)
+    paths = [p.resolve() for p in args.notebooks] or toc_notebooks()
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        parser.error(f"no such notebook: {', '.join(missing)}")
+    with tempfile.TemporaryDirectory(prefix="satlib-book-cache-") as cache:
+        if not args.keep_cache:
+            os.environ["SATLIB_CACHE"] = cache  # the kernels inherit it
+        for path in paths:
+            print(f"executing {path.relative_to(ROOT)} ...", flush=True)
+            print(f"  done in {execute(path, args.timeout):.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
