@@ -740,7 +740,8 @@ def summarize_profile(events, steps: int, wall_s: float, cuda: bool, top: int = 
                           "self_cpu_ms": r["self_cpu_us"] / 1e3 / steps}
     count = lambda names: sum(r["calls"] for r in rows if r["name"] in names) / steps  # noqa: E731
     return {"steps": steps, "wall_ms": 1e3 * wall_s / steps, "kernel_ms": kernel_us / 1e3 / steps,
-            "gpu_busy": kernel_us / 1e6 / wall_s if cuda and wall_s > 0 else None,
+            "gpu_busy": kernel_us / 1e6 / wall_s if cuda and kernels and wall_s > 0 else None,
+            "kernels_recorded": len(kernels),  # 0 on CUDA: the profiler saw no kernels (CUPTI missing?)
             "kernel_share": dict(sorted(shares.items(), key=lambda kv: -kv[1])),
             "maybe_sync_ops": {r["name"]: r["calls"] / steps for r in rows if r["name"] in SYNC_EVENTS},
             "host_syncs": count({"cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize"}),
@@ -874,7 +875,14 @@ def limits(report: dict) -> list[str]:
                      f"wall time; kernel time by kind: {shares_text(step['kernel_share'])}; per step "
                      f"{step['host_syncs']:.0f} host syncs, {step['pageable_copies']:.0f} pageable copies, "
                      f"{step['launches']:.0f} kernel launches; top op {top_op(step)}")
+        flops = model.get("gflop_per_image", {})
+        if flops.get("deit"):
+            text += (f". SAT costs {flops['sat']:.1f} GFLOP per image forward+backward, "
+                     f"{100 * (flops['sat'] / flops['deit'] - 1):+.0f}% over plain DeiT-S (conv head, loc token)")
         notes.append(text + ".")
+    if "bf16 + compile peak memory over explicit fp32" in missed and model.get("configs"):
+        peaks = ", ".join(f"{label} {fmt(r['peak_mb'], '.0f')} MiB" for label, r in model["configs"].items())
+        notes.append(f"Memory: peak above the resident weights per configuration: {peaks}.")
     batch = profile.get("eval_batch")
     if "evaluator speed-up over the per-image loop (sat)" in missed and batch:
         notes.append(f"Evaluator: one batch of {batch['maps']} maps x {batch['thresholds']} thresholds takes "
@@ -1006,8 +1014,8 @@ def render_profile(r: dict) -> list[str]:
         x = r.get(name)
         if not x:
             continue
-        lines += [f"{name}: {x['wall_ms']:.1f} ms wall per step, {x['kernel_ms']:.1f} ms of kernels "
-                  f"(busy {fmt(pct(x['gpu_busy']), '.0f')}%); {shares_text(x['kernel_share'])}; per step "
+        lines += [f"{name}: {x['wall_ms']:.1f} ms wall per step under the profiler, {x['kernel_ms']:.1f} ms of "
+                  f"kernels (busy {fmt(pct(x['gpu_busy']), '.0f')}%); {shares_text(x['kernel_share'])}; per step "
                   f"{x['host_syncs']:.0f} host syncs, {x['pageable_copies']:.0f} pageable copies, "
                   f"{x['launches']:.0f} launches; ops that sync when on the GPU {x['maybe_sync_ops']}; "
                   f"trace {x.get('trace')}", ""]

@@ -149,3 +149,29 @@ def test_targets_compare_each_value_with_its_goal():
     assert met["SAT DeiT-S images/s (best SAT path)"] == (5200.0, True)
     assert met["evaluator speed-up over the per-image loop (sat)"] == (None, None)
     assert met["loader images/s over model images/s (CUB)"] == (0.5, False)
+
+
+def test_profile_summary_reads_kernels_syncs_and_copies_per_step():
+    from types import SimpleNamespace
+
+    def event(name, calls, device_us=0.0, cpu_us=0.0, kernel=False):
+        kind = torch.autograd.DeviceType.CUDA if kernel else torch.autograd.DeviceType.CPU
+        return SimpleNamespace(key=name, count=calls, self_device_time_total=device_us, self_cpu_time_total=cpu_us,
+                               device_type=kind)
+
+    events = [event("sm90_xmma_gemm_bf16bf16_bf16f32", 10, 600.0, kernel=True),
+              event("flash_fwd_kernel", 5, 200.0, kernel=True),
+              event("Memcpy HtoD (Pageable -> Device)", 2, 50.0, kernel=True),
+              event("void at::native::vectorized_elementwise_kernel<4>", 20, 150.0, kernel=True),
+              event("aten::mm", 10, 600.0, 100.0), event("aten::add", 20, 150.0, 300.0),
+              event("aten::_local_scalar_dense", 3, cpu_us=5.0), event("cudaStreamSynchronize", 4, cpu_us=900.0),
+              event("cudaLaunchKernel", 35, cpu_us=70.0)]
+    out = gpu_suite.summarize_profile(events, steps=2, wall_s=0.002, cuda=True)
+    assert out["kernel_ms"] == pytest.approx(0.5) and out["gpu_busy"] == pytest.approx(0.5)
+    assert out["kernel_share"] == pytest.approx({"matmul": 0.6, "attention": 0.2, "elementwise": 0.15, "copy": 0.05})
+    assert (out["host_syncs"], out["pageable_copies"], out["launches"]) == (2.0, 1.0, 17.5)
+    assert out["maybe_sync_ops"] == {"aten::_local_scalar_dense": 1.5, "cudaStreamSynchronize": 2.0}
+    assert [op["name"] for op in out["top_ops"]] == ["aten::mm", "aten::add", "aten::_local_scalar_dense"]
+    assert out["top_ops"][0]["self_device_ms"] == pytest.approx(0.3) and out["top_kernels"][0]["calls"] == 5
+    on_cpu = gpu_suite.summarize_profile(events[4:], steps=1, wall_s=0.01, cuda=False)
+    assert on_cpu["gpu_busy"] is None and on_cpu["top_ops"][0]["name"] == "aten::add"  # by self CPU time
