@@ -1,0 +1,162 @@
+"""The book's sources: the toc, the chapters' flags, committed outputs, figures and conventions (fast, no kernel)."""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import re
+import struct
+
+import nbformat
+import pytest
+import yaml
+
+from book_helpers import ROOT, chapter_notebooks, figure_count, removed_outputs, toc_files
+
+CHAPTERS = ["book/00_wsol", "book/01_token_injection", "book/02_attention_querying", "book/03_constraints",
+            "book/04_training", "book/05_measuring", "book/06_cub", "book/07_imagenet", "book/08_your_work"]
+PLACEHOLDER = "This chapter is being written"
+MAX_FIGURE_BYTES = 200_000
+MAX_FIGURE_WIDTH = 1200  # pixels: figures are drawn at dpi 80-100
+MACHINE_PATH = re.compile(r"(?<![\w.])/(?:tmp|work|root|home)/")
+
+
+def notebooks() -> list:
+    return [pytest.param(path, id=path.stem) for path in chapter_notebooks()]
+
+
+def written(nb) -> bool:
+    """A chapter with content (not the placeholder of a chapter still being written)."""
+    return not any(PLACEHOLDER in cell.source for cell in nb.cells if cell.cell_type == "markdown")
+
+
+def code_cells(nb) -> list:
+    return [cell for cell in nb.cells if cell.cell_type == "code"]
+
+
+def test_toc_lists_the_chapters_in_order():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    assert toc["format"] == "jb-book"
+    assert toc_files() == ["book/index", *CHAPTERS]
+    assert (ROOT / "book" / "index.md").is_file()
+    for name in CHAPTERS:
+        assert (ROOT / f"{name}.ipynb").is_file(), f"{name}.ipynb listed in _toc.yml but missing"
+
+
+def test_config_never_executes_and_builds_only_the_toc():
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert config["execute"]["execute_notebooks"] == "off"
+    assert config["only_build_toc_files"] is True
+
+
+def test_landing_page_links_every_chapter():
+    text = (ROOT / "book" / "index.md").read_text()
+    for name in CHAPTERS:
+        assert f"{{doc}}`{name.split('/')[-1]}`" in text, f"book/index.md does not link {name}"
+    for flag in ("USE_GPU", "DATA_ROOT", "FULL_RUN"):
+        assert flag in text
+
+
+@pytest.mark.parametrize("path", notebooks())
+def test_chapter_is_valid_and_executed(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    cells = code_cells(nb)
+    assert cells, f"{path.name}: no code cell"
+    counts = [cell.execution_count for cell in cells]
+    assert counts == list(range(1, len(cells) + 1)), \
+        f"{path.name}: execution counts {counts}: run `make notebooks` to execute it top to bottom"
+    for index, cell in enumerate(cells):
+        for output in cell.outputs:
+            assert output.output_type != "error", f"{path.name}: code cell {index} raised {output.get('ename')}"
+            text = output.get("text", "") if output.output_type == "stream" else ""
+            assert "Traceback" not in text, f"{path.name}: code cell {index} printed a traceback"
+
+
+@pytest.mark.parametrize("path", notebooks())
+def test_no_volatile_metadata_or_machine_paths(path):
+    nb = nbformat.read(path, as_version=4)
+    assert "widgets" not in nb.metadata, f"{path.name}: widget state in the metadata (run make notebooks)"
+    for index, cell in enumerate(nb.cells):
+        assert "execution" not in cell.metadata, f"{path.name}: cell {index} carries execution timings"
+        for output in cell.get("outputs", []):
+            text = output.get("text", "") + "".join(output.get("data", {}).get("text/plain", ""))
+            match = MACHINE_PATH.search(text)
+            assert match is None, f"{path.name}: cell {index} output shows a machine path: ...{text[match.start():][:60]}"
+
+
+@pytest.mark.parametrize("path", notebooks())
+def test_first_code_cell_holds_the_flags(path):
+    nb = nbformat.read(path, as_version=4)
+    if not written(nb):
+        pytest.skip(f"{path.name} is a placeholder")
+    first = code_cells(nb)[0].source
+    for flag in ("USE_GPU = False", "DATA_ROOT = None", "FULL_RUN = False"):
+        assert re.search(rf"^{re.escape(flag)}\b", first, re.M), f"{path.name}: first code cell lacks `{flag}`"
+    assert 'torch.device("cuda" if USE_GPU else "cpu")' in first, f"{path.name}: device not derived from USE_GPU"
+    assert "seed" in first, f"{path.name}: the first code cell does not seed"
+
+
+def _png_width(data: bytes) -> int:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">I", data[16:20])[0]
+
+
+@pytest.mark.parametrize("path", notebooks())
+def test_figures_present_and_small(path):
+    nb = nbformat.read(path, as_version=4)
+    if not written(nb):
+        pytest.skip(f"{path.name} is a placeholder")
+    assert figure_count(path) >= 1, f"{path.name}: no figure in the outputs"
+    for index, cell in enumerate(code_cells(nb)):
+        for output in cell.outputs:
+            encoded = output.get("data", {}).get("image/png")
+            if encoded is None:
+                continue
+            data = base64.b64decode(encoded)
+            assert len(data) <= MAX_FIGURE_BYTES, f"{path.name}: code cell {index} has a {len(data)} byte figure"
+            assert _png_width(data) <= MAX_FIGURE_WIDTH, f"{path.name}: code cell {index} figure too wide"
+
+
+@pytest.mark.parametrize("path", notebooks())
+def test_cells_follow_the_conventions(path):
+    """Varying outputs are ignored by nbval, widgets have a static figure after them, no model copy."""
+    nb = nbformat.read(path, as_version=4)
+    cells = code_cells(nb)
+    for index, cell in enumerate(cells):
+        source = cell.source
+        if re.search(r"perf_counter|timeit|process_time", source):
+            assert "# NBVAL_IGNORE_OUTPUT" in source, f"{path.name}: code cell {index} times something"
+        if "NBVAL_CHECK_OUTPUT" in source:
+            assert cell.outputs, f"{path.name}: code cell {index} is checked by nbval but has no output"
+        if "widgets.interact" in source or "widgets.interactive" in source:
+            assert removed_outputs(cell), f"{path.name}: widget cell {index} needs the remove-output tag"
+            after = cells[index + 1] if index + 1 < len(cells) else None
+            assert after is not None and any("image/png" in o.get("data", {}) for o in after.outputs), \
+                f"{path.name}: widget cell {index} is not followed by a static figure"
+        assert not re.search(r"class \w+\((?:torch\.)?nn\.Module\)", source), \
+            f"{path.name}: code cell {index} defines a module: chapters import satlib's"
+
+
+def _run_notebooks_module():
+    spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "book" / "run_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_run_notebooks_lists_the_toc_and_strips_volatile_metadata():
+    run_notebooks = _run_notebooks_module()
+    assert [p.relative_to(ROOT).with_suffix("").as_posix() for p in run_notebooks.toc_notebooks()] == CHAPTERS
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")])
+    nb.metadata.update(widgets={"state": {}}, language_info={"name": "python", "version": "3.11.2"})
+    nb.cells[0].metadata["execution"] = {"iopub.status.busy": "2025-01-01T00:00:00"}
+    nb.cells[0].outputs = [nbformat.v4.new_output("display_data", data={"text/plain": "x"},
+                                                  metadata={"transient": {"display_id": "a"}})]
+    stripped = run_notebooks.strip_volatile(nb)
+    assert "widgets" not in stripped.metadata
+    assert stripped.metadata.language_info == {"name": "python"}
+    assert stripped.metadata.kernelspec["name"] == "python3"
+    assert "execution" not in stripped.cells[0].metadata
+    assert "transient" not in stripped.cells[0].outputs[0].metadata
+    nbformat.validate(stripped)
