@@ -62,6 +62,8 @@ class TrainConfig:
     area_thr: float = 0.25
     lambda_area: float = 1.0
     lambda_norm: float = 1.0
+    constraint_warmup_epochs: float = 0.0  # ramp both constraints in from 0 (official: no ramp)
+    clip_grad: float = 0.0  # max gradient norm; 0 = no clipping (official)
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     compile: bool = False
     seed: int = 6

@@ -254,6 +254,21 @@ def learning_rate(step: int, total_steps: int, config: Config, progress: float |
     return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1.0 + math.cos(math.pi * min(i / n, 1.0)))
 
 
+def constraint_ramp(step: int, total_steps: int, config: Config, progress: float | None = None) -> float:
+    """Weight in [0, 1] on the area and normalization constraints: a linear ramp over the first
+    `train.constraint_warmup_epochs` (0 = the official constant weight 1)."""
+    t = config.train
+    if t.constraint_warmup_epochs <= 0:
+        return 1.0
+    frac = progress if progress is not None else step / max(total_steps, 1)
+    return min(1.0, frac / (t.constraint_warmup_epochs / max(t.epochs, 1)))
+
+
+def _budget_progress(start: float, t) -> float | None:
+    """Fraction of the wall-clock budget spent, or None without a budget."""
+    return (time.perf_counter() - start) / t.time_budget if t.time_budget > 0 else None
+
+
 # ----------------------------------------------------------------------------------------------
 # evaluation
 
@@ -286,8 +301,8 @@ def evaluate(model: nn.Module, loader, config: Config, device: torch.device, *, 
         if batch is None:
             continue
         images = batch["images"].to(device, non_blocking=True)
-        labels = batch["labels"].to(device)
-        boxes = [b.to(device) for b in batch["boxes"]]
+        labels = batch["labels"].to(device, non_blocking=True)
+        boxes = batch["boxes"]  # the evaluator checks them on the host and moves them once
         masks = batch.get("masks")
         if masks is not None:  # 1 foreground, 0 background, 255 ignored (wsolevaluation's convention)
             masks = masks.to(torch.uint8).masked_fill(batch["ignores"], 255) if "ignores" in batch else masks
@@ -396,21 +411,24 @@ def train(config: Config, *, resume: bool = False, progress: bool = True,
                 continue
             images = batch["images"].to(ddp.device, non_blocking=True)
             labels = batch["labels"].to(ddp.device, non_blocking=True)
+            ramp = constraint_ramp(step, total_steps, config, _budget_progress(start, t))
+            loss_fn.lambda_area, loss_fn.lambda_norm = t.lambda_area * ramp, t.lambda_norm * ramp
             with _autocast(ddp.device, config):
                 out = step_model(images)
             loss, terms = loss_fn(out, labels)
             (loss / t.grad_accum).backward()
-            with torch.no_grad():
+            with torch.no_grad():  # running sums stay on the device: no host sync per step
+                n = len(labels)
                 correct = (out.logits.argmax(-1) == labels).sum()
-                sums += torch.stack([loss.detach() * len(labels), terms["cls"] * len(labels),
-                                     terms["area"] * len(labels), terms["norm"] * len(labels),
-                                     correct.float(), torch.tensor(float(len(labels)), device=ddp.device)])
+                sums += torch.stack([loss.detach() * n, terms["cls"] * n, terms["area"] * n, terms["norm"] * n,
+                                     correct.float(), torch.full((), float(n), device=ddp.device)])
             if (micro + 1) % t.grad_accum:
                 continue
-            progress_frac = (time.perf_counter() - start) / t.time_budget if t.time_budget > 0 else None
-            lr = learning_rate(step, total_steps, config, progress_frac)
+            lr = learning_rate(step, total_steps, config, _budget_progress(start, t))
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            if t.clip_grad > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), t.clip_grad)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1

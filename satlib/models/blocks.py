@@ -121,9 +121,15 @@ class Block(nn.Module):
 
 
 def conv_bn_gelu(in_chans: int, out_chans: int, stride: int) -> nn.Sequential:
-    """3×3 convolution, BatchNorm, GELU, (B, C_in, H, W) -> (B, C_out, H/stride, W/stride)."""
+    """Convolution, BatchNorm, GELU, (B, C_in, H, W) -> (B, C_out, H/stride, W/stride).
+
+    Stride 1: 3×3, padding 1. Stride 2: 4×4, padding 1, so output pixel i is centred on input pixels
+    2i and 2i+1 (a 3×3 stride-2 conv centres it on 2i: three of them put every token's receptive
+    field 3.5 pixels up-left of its patch, and the localization map would be drawn shifted).
+    """
+    kernel = 3 if stride == 1 else 2 * stride
     return nn.Sequential(
-        nn.Conv2d(in_chans, out_chans, 3, stride=stride, padding=1, bias=False),
+        nn.Conv2d(in_chans, out_chans, kernel, stride=stride, padding=(kernel - stride) // 2, bias=False),
         nn.BatchNorm2d(out_chans),
         nn.GELU(),
     )

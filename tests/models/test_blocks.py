@@ -80,3 +80,15 @@ def test_conv_stem_grid_and_layers(seeded):
 def test_conv_stem_rejects_indivisible_size():
     with pytest.raises(ValueError, match="not divisible by the conv stem's stride 8"):
         ConvStem(img_size=100)
+
+
+def test_conv_stem_tokens_are_centred_on_their_patches(seeded):
+    """With mirror-symmetric kernels the stem commutes with a horizontal flip only if every token's
+    receptive field is centred on its patch (a 3×3 stride-2 stem shifts it by 3.5 pixels)."""
+    stem = ConvStem(img_size=32, in_chans=3, embed_dim=8, widths=(4, 8, 8)).eval()
+    with torch.no_grad():
+        for conv in (m for m in stem.modules() if isinstance(m, torch.nn.Conv2d)):
+            conv.weight.copy_(conv.weight + conv.weight.flip(-1))
+    x = torch.randn(2, 3, 32, 32)
+    grid = lambda t: t.reshape(2, 4, 4, 8)  # noqa: E731  (b, rows, cols, d)
+    torch.testing.assert_close(grid(stem(x.flip(-1))), grid(stem(x)).flip(2))
