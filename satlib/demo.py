@@ -61,11 +61,11 @@ def report(record: dict, baselines: dict, seconds: float) -> str:
              record["cam_best_threshold"])]
     rows += [(f"trivial box: {name.replace('_', ' ')}", value, None, None) for name, value in baselines.items()]
     lines = [f"held-out split: top-1 classification {record['top1_cls']:.1f}%  ({seconds:.0f} s end to end)",
-             f"{'':30s} {'GT-known':>9s} {'Top-1 Loc':>10s} {'thr':>5s}"]
+             f"{'':30s} {'GT-known':>9s} {'Top-1 Loc':>10s}  threshold"]
     for name, gt_known, top1_loc, thr in rows:
         loc = f"{top1_loc:10.1f}" if top1_loc is not None else f"{'':10s}"
-        thr_text = f"{thr:5.2f}" if thr is not None else ""
-        lines.append(f"{name:30s} {gt_known:9.1f} {loc} {thr_text}")
+        thr_text = f"{thr:g}" if thr is not None else ""
+        lines.append(f"{name:30s} {gt_known:9.1f} {loc}  {thr_text}")
     return "\n".join(lines)
 
 

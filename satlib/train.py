@@ -264,9 +264,12 @@ def constraint_ramp(step: int, total_steps: int, config: Config, progress: float
     return min(1.0, frac / (t.constraint_warmup_epochs / max(t.epochs, 1)))
 
 
-def _budget_progress(start: float, t) -> float | None:
-    """Fraction of the wall-clock budget spent, or None without a budget."""
-    return (time.perf_counter() - start) / t.time_budget if t.time_budget > 0 else None
+def _budget_progress(start: float, t, step: int, total_steps: int) -> float | None:
+    """With a wall-clock budget, how far the run is: the larger of the budget spent and the steps
+    done, so the schedule anneals fully whichever ends first. None without a budget."""
+    if t.time_budget <= 0:
+        return None
+    return max((time.perf_counter() - start) / t.time_budget, step / max(total_steps, 1))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -411,7 +414,7 @@ def train(config: Config, *, resume: bool = False, progress: bool = True,
                 continue
             images = batch["images"].to(ddp.device, non_blocking=True)
             labels = batch["labels"].to(ddp.device, non_blocking=True)
-            ramp = constraint_ramp(step, total_steps, config, _budget_progress(start, t))
+            ramp = constraint_ramp(step, total_steps, config, _budget_progress(start, t, step, total_steps))
             loss_fn.lambda_area, loss_fn.lambda_norm = t.lambda_area * ramp, t.lambda_norm * ramp
             with _autocast(ddp.device, config):
                 out = step_model(images)
@@ -424,7 +427,7 @@ def train(config: Config, *, resume: bool = False, progress: bool = True,
                                      correct.float(), torch.full((), float(n), device=ddp.device)])
             if (micro + 1) % t.grad_accum:
                 continue
-            lr = learning_rate(step, total_steps, config, _budget_progress(start, t))
+            lr = learning_rate(step, total_steps, config, _budget_progress(start, t, step, total_steps))
             for group in optimizer.param_groups:
                 group["lr"] = lr
             if t.clip_grad > 0:
@@ -499,7 +502,7 @@ def _summary(record: dict) -> str:
             f"train top-1 {record['train_top1']:.1f}%")
     if "gt_known" in record:
         text += (f" | test top-1 {record['top1_cls']:.1f}, GT-known {record['gt_known']:.1f}, "
-                 f"top-1 loc {record['top1_loc']:.1f} @ thr {record['best_threshold']:.2f}")
+                 f"top-1 loc {record['top1_loc']:.1f} @ thr {record['best_threshold']:g}")
     return text + f" [{record['time']:.0f}s]"
 
 
