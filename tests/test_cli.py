@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from satlib.cli import main
-from conftest import TINY_MODEL
+from tiny_recipe import TINY_MODEL
 
 
 def test_synth_train_evaluate_visualize(tmp_path, capsys):

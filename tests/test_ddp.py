@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from satlib.checkpoint import load_checkpoint
-from conftest import tiny_overrides
+from tiny_recipe import tiny_overrides
 
 # A patch-embedding SAT (no BatchNorm, whose statistics would differ per rank), no drop-path, no flips
 # (each rank draws its own random numbers). area_thr is low so both ranks' maps stay above it: the

@@ -1,7 +1,7 @@
 import json
 
 from satlib.demo import run_demo
-from conftest import tiny_overrides
+from tiny_recipe import tiny_overrides
 
 
 def test_demo_reports_sat_cam_and_trivial_boxes(tiny_data, tmp_path, capsys):

@@ -11,7 +11,7 @@ from satlib.train import train
 @pytest.fixture(scope="module")
 def checkpoint(tiny_data, tmp_path_factory):
     from satlib.config import load_config
-    from conftest import tiny_overrides
+    from tiny_recipe import tiny_overrides
 
     out = tmp_path_factory.mktemp("predict_run")
     train(load_config("synthetic_cpu", tiny_overrides(tiny_data, out, **{"train.epochs": 1})), progress=False)

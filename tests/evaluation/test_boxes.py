@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import smooth_maps
+from eval_fixtures import smooth_maps
 from wsol_reference import (sat_all_boxes, sat_foreground, sat_largest_box, wsoleval_all_boxes,
                             wsoleval_foreground, wsoleval_largest_box)
 

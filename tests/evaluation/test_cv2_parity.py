@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import smooth_maps
+from eval_fixtures import smooth_maps
 
 from satlib.evaluation import boxes_from_maps, normalize_maps
 from satlib.evaluation.boxes import resize_bilinear

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import random_gt_boxes, smooth_maps
+from eval_fixtures import random_gt_boxes, smooth_maps
 from wsol_reference import sat_metrics, wsoleval_metrics
 
 from satlib.evaluation import LocalizationEvaluator, normalize_maps
