@@ -72,12 +72,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return payload
 
 
+_OFFICIAL_BY_WIDTH = {192: "sat_deit_tiny_patch16_224", 384: "sat_deit_small_patch16_224",
+                      768: "sat_deit_base_patch16_224"}
+
+
 def model_from_checkpoint(path: str | Path, *, official: bool = False, device: str | torch.device = "cpu",
                           config: Config | None = None) -> tuple[torch.nn.Module, Config, dict]:
     """Rebuild the model a checkpoint was trained as; returns (model in eval mode, config, payload).
 
     `official=True` reads a checkpoint of the official SAT release (no stored config): the model is
-    `config.model.name` (default DeiT-S) with the class count read from its head.
+    the official DeiT-T/S/B variant its width names, with the class count read from its head.
     """
     from satlib.models import convert_official_checkpoint, create_model
 
@@ -85,8 +89,12 @@ def model_from_checkpoint(path: str | Path, *, official: bool = False, device: s
     if official:
         state = convert_official_checkpoint(payload)
         config = config or Config()
-        if config.model.name == Config().model.name:
-            config.model.name = "sat_deit_small_patch16_224"
+        if config.model.name == Config().model.name:  # the official release: DeiT-T/S/B by width
+            width = int(state["cls_token"].shape[-1])
+            if width not in _OFFICIAL_BY_WIDTH:
+                raise CheckpointError(f"{path}: cls_token width {width} matches no official SAT model "
+                                      f"(DeiT-T/S/B: {sorted(_OFFICIAL_BY_WIDTH)})")
+            config.model.name = _OFFICIAL_BY_WIDTH[width]
         config.model.num_classes = int(state["head.weight"].shape[0])
         config.data.img_size, config.data.resize_size = 224, 256
     else:

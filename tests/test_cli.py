@@ -52,3 +52,30 @@ def test_module_entry_point_runs():
     result = subprocess.run([sys.executable, "-m", "satlib", "--help"], capture_output=True, text=True, check=True)
     for command in ("demo", "data", "train", "evaluate", "visualize", "predict"):
         assert command in result.stdout
+
+
+def test_evaluate_an_official_checkpoint(tiny_data, tmp_path, capsys):
+    """A checkpoint saved as the official train.py saves it (DataParallel keys, the Gaussian kernel)
+    evaluates like the same weights in satlib's own checkpoint."""
+    import torch
+
+    import satlib
+    from satlib.config import load_config
+    from satlib.losses import gaussian_kernel
+    from satlib.predict import evaluate_checkpoint
+
+    torch.manual_seed(0)
+    model = satlib.create_model("sat_deit_tiny_patch16_224", num_classes=3)
+    state = {f"module.{k}": v for k, v in model.state_dict().items()}
+    state["module.weight"] = gaussian_kernel()[None, None]
+    torch.save({"model": state, "best_thr": 0.35, "epoch": 27}, tmp_path / "official.pth.tar")
+    config = load_config("cub", ["model.name=sat_deit_tiny_patch16_224", "model.num_classes=3", "model.pretrained="])
+    torch.save({"model": model.state_dict(), "config": config.to_dict()}, tmp_path / "satlib.pt")
+
+    assert main(["evaluate", "--official", "--checkpoint", str(tmp_path / "official.pth.tar"),
+                 "--data-root", str(tiny_data), "--json", str(tmp_path / "official.json")]) == 0
+    official = json.loads((tmp_path / "official.json").read_text())
+    ours = evaluate_checkpoint(tmp_path / "satlib.pt", data_root=tiny_data, dataset="cub", device="cpu")
+    assert official["images"] == ours["images"] == 6
+    for key in ("top1_cls", "gt_known", "top1_loc", "best_threshold"):
+        assert official[key] == ours[key], key
