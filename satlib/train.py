@@ -13,12 +13,14 @@ batch_size / N images per step (as the official DDP script), rank 0 logs and sav
 evaluation metrics are summed across ranks. As in the official code the area constraint is computed
 on each rank's share of the batch.
 
-Outputs in `train.out`: checkpoint.pt (written atomically at the end of every epoch), metrics.json
-(history of every epoch, rewritten atomically), config.yaml.
+Outputs in `train.out`: checkpoint.pt (written atomically at the end of every epoch), best.pt (the
+evaluated epoch with the highest GT-known + Top-1 Loc, as the official "best_loc"), metrics.json
+(the last record at the top level and the history of every epoch, rewritten atomically), config.yaml.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -416,16 +418,17 @@ def train(config: Config, *, resume: bool = False, progress: bool = True,
             labels = batch["labels"].to(ddp.device, non_blocking=True)
             ramp = constraint_ramp(step, total_steps, config, _budget_progress(start, t, step, total_steps))
             loss_fn.lambda_area, loss_fn.lambda_norm = t.lambda_area * ramp, t.lambda_norm * ramp
-            with _autocast(ddp.device, config):
+            accumulating = (micro + 1) % t.grad_accum != 0
+            with _autocast(ddp.device, config), _no_sync(model, ddp.enabled and accumulating):
                 out = step_model(images)
-            loss, terms = loss_fn(out, labels)
-            (loss / t.grad_accum).backward()
+                loss, terms = loss_fn(out, labels)
+                (loss / t.grad_accum).backward()
             with torch.no_grad():  # running sums stay on the device: no host sync per step
                 n = len(labels)
                 correct = (out.logits.argmax(-1) == labels).sum()
                 sums += torch.stack([loss.detach() * n, terms["cls"] * n, terms["area"] * n, terms["norm"] * n,
                                      correct.float(), torch.full((), float(n), device=ddp.device)])
-            if (micro + 1) % t.grad_accum:
+            if accumulating:
                 continue
             lr = learning_rate(step, total_steps, config, _budget_progress(start, t, step, total_steps))
             for group in optimizer.param_groups:
@@ -458,11 +461,13 @@ def train(config: Config, *, resume: bool = False, progress: bool = True,
         _log(ddp, _summary(record))
         rngs = _gather_rng(ddp)
         if ddp.master:
-            save_checkpoint(checkpoint_path, {
-                "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                "config": config.to_dict(), "epoch": epoch, "step": step, "history": history,
-                "elapsed": record["time"], "rng": rngs, "class_names": list(train_set.class_names),
-                "best_threshold": record.get("best_threshold"), "metrics": record})
+            payload = {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                       "config": config.to_dict(), "epoch": epoch, "step": step, "history": history,
+                       "elapsed": record["time"], "rng": rngs, "class_names": list(train_set.class_names),
+                       "best_threshold": record.get("best_threshold"), "metrics": record}
+            save_checkpoint(checkpoint_path, payload)
+            if _is_best(record, history):  # the official keeps the best GT-known + Top-1 Loc ("best_loc")
+                save_checkpoint(out_dir / "best.pt", {k: v for k, v in payload.items() if k != "optimizer"})
             write_metrics(out_dir / "metrics.json", record, history)
         if on_epoch is not None:
             on_epoch(record)
@@ -471,6 +476,17 @@ def train(config: Config, *, resume: bool = False, progress: bool = True,
     if ddp.enabled:
         dist.barrier()
     return record
+
+
+def _is_best(record: dict, history: list[dict]) -> bool:
+    """Whether this evaluated epoch has the highest GT-known + Top-1 Loc so far."""
+    score = lambda r: r.get("gt_known", -1.0) + r.get("top1_loc", 0.0)  # noqa: E731
+    return "gt_known" in record and all(score(record) > score(r) for r in history if r is not record)
+
+
+def _no_sync(model: nn.Module, skip: bool):
+    """DDP's no_sync() while accumulating gradients (one all-reduce per optimizer step), else nothing."""
+    return model.no_sync() if skip else contextlib.nullcontext()
 
 
 def write_metrics(path: Path, record: dict, history: list[dict], **extra) -> None:

@@ -98,11 +98,9 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(tiny_config, tmp_path,
     config = tiny_config(**{"train.epochs": 2})
     out = tmp_path / "run"
     real_save = torch.save
-    calls = []
 
     def crashing_save(obj, f, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:  # epoch 2: write half a file, then die
+        if obj["epoch"] == 2:  # epoch 2: write half a file, then die
             f.write(b"PK\x03\x04 partial")
             raise OSError("disk went away")
         return real_save(obj, f, *args, **kwargs)
@@ -113,7 +111,7 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(tiny_config, tmp_path,
     monkeypatch.setattr(torch, "save", real_save)
     state = load_checkpoint(out / "checkpoint.pt")
     assert state["epoch"] == 1
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.yaml", "metrics.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "checkpoint.pt", "config.yaml", "metrics.json"]
 
 
 def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path, monkeypatch):
@@ -142,3 +140,13 @@ def test_batch_size_must_split_across_processes(tiny_config):
     dataset = build_dataset("cub", config.data.root, "train", img_size=32, resize_size=32)
     with pytest.raises(ValueError, match="not divisible by 2"):
         train_loader(dataset, config, Dist(rank=0, world=2))
+
+
+def test_best_checkpoint_follows_gt_known_plus_top1_loc(tiny_config, tmp_path):
+    train(tiny_config(**{"train.epochs": 3}), progress=False)
+    out = tmp_path / "run"
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    scores = [h["gt_known"] + h["top1_loc"] for h in history]
+    best = load_checkpoint(out / "best.pt")
+    assert best["epoch"] == 1 + scores.index(max(scores))  # the first epoch reaching the maximum
+    assert "optimizer" not in best and best["metrics"]["gt_known"] == history[best["epoch"] - 1]["gt_known"]
