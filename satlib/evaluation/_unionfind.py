@@ -6,42 +6,104 @@ T+1 buckets, not a full sort) and added bucket by bucket: in the descending pass
 ``value > cut`` grows as the cut falls, in the ascending pass the background ``value <= cut``
 grows as the cut rises. After each bucket, the union-find roots are that threshold's components.
 
-Checkpoints are the cuts sorted ascending; ``asc_order[i]`` is the original index of the i-th.
+Layout: each map lives in a grid padded by one pixel on every side (``(H+2) x (W+2)``), so a
+pixel's eight neighbours are fixed offsets with no bounds checks. A padding pixel is never
+foreground; in the background pass it belongs to the outside (the root ``OUTSIDE``), which is how
+background reaching the image border is told apart from holes. Neighbours are visited by runs:
+the eight neighbours form a ring in which consecutive ones touch, so all active neighbours of one
+run are already one component and a single `_find` per run suffices (per group of edge
+neighbours joined through a corner, for 4-connectivity). The 2x2-window area gained by a new
+pixel is also a function of which neighbours are active, so it comes from a 256-entry table.
+
+Per root, ``node[x]`` holds ``min_row, min_col, max_row, max_col, size, first, weight`` (first:
+padded raster index of the first pixel; weight: pixel count or twice the contour area). Cuts are
+visited sorted ascending; ``asc_order[i]`` is the original index of the i-th.
 """
 
 import numpy as np
 from numba import njit
 
-_ROW_8 = np.array([-1, -1, -1, 0, 0, 1, 1, 1])
-_COL_8 = np.array([-1, 0, 1, -1, 1, -1, 0, 1])
-_ROW_4 = np.array([-1, 0, 0, 1])
-_COL_4 = np.array([0, -1, 1, 0])
+# The 8-neighbour ring clockwise from north: N, NE, E, SE, S, SW, W, NW.
+RING = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
+OUTSIDE = 0  # padded index of the top-left padding pixel: the background pass's border root
+R0, C0, R1, C1, SIZE, FIRST, WEIGHT = range(7)
+NODE = 8  # int32 fields per node (one is spare: 32 bytes)
 
 
-@njit(cache=True)
+def _ring_runs(mask: int, members: tuple[int, ...], joined) -> list[int]:
+    """One ring position per group of set `members`, grouping ring-neighbours that `joined` links."""
+    reps, seen = [], set()
+    for start in members:
+        if not mask >> start & 1 or start in seen:
+            continue
+        reps.append(start)
+        stack = [start]
+        while stack:
+            k = stack.pop()
+            seen.add(k)
+            stack += [j for j in members if mask >> j & 1 and j not in seen and joined(mask, k, j)]
+    return reps
+
+
+def _tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per 8-bit neighbour mask: foreground run reps (8-conn), background group reps (4-conn), area
+    gain, and Euler-number gain of a 4-connected set."""
+    fg = np.full((256, 5), -1, dtype=np.int64)  # column 0: count, then ring positions
+    bg = np.full((256, 5), -1, dtype=np.int64)
+    gain = np.zeros(256, dtype=np.int64)
+    euler = np.zeros(256, dtype=np.int64)
+
+    def touches(mask, k, j):  # 8-connectivity: ring-neighbours touch
+        return (k - j) % 8 in (1, 7)
+
+    def corner(mask, k, j):  # 4-connectivity: edge neighbours k, j two apart, linked by the corner between
+        if (k - j) % 8 not in (2, 6):
+            return False
+        between = (k + 1) % 8 if (j - k) % 8 == 2 else (j + 1) % 8
+        return bool(mask >> between & 1)
+
+    for mask in range(256):
+        for table, members, joined in ((fg, range(8), touches), (bg, (0, 2, 4, 6), corner)):
+            reps = _ring_runs(mask, tuple(members), joined)
+            table[mask, 0] = len(reps)
+            table[mask, 1:1 + len(reps)] = reps
+        # a 2x2 window gains area when the new pixel makes it 3 or 4: >= 2 of its other pixels set
+        for window in ((7, 0, 6), (0, 1, 2), (2, 3, 4), (4, 5, 6)):
+            gain[mask] += sum(mask >> k & 1 for k in window) >= 2
+            euler[mask] += sum(mask >> k & 1 for k in window) == 3  # a new full 2x2 face
+        # 4-connected Euler number V - E + F: one vertex, an edge per edge neighbour, the new faces
+        euler[mask] += 1 - sum(mask >> k & 1 for k in (0, 2, 4, 6))
+    return fg, bg, gain, euler
+
+
+FG_RUNS, BG_GROUPS, AREA_GAIN, EULER_GAIN = _tables()
+
+
+@njit(cache=True, inline="always")
 def _find(parent, x):
-    root = x
-    while parent[root] != root:
-        root = parent[root]
-    while parent[x] != root:  # path compression
-        parent[x], x = root, parent[x]
-    return root
+    while parent[x] != x:  # path halving
+        parent[x] = parent[parent[x]]
+        x = parent[x]
+    return x
 
 
 @njit(cache=True)
-def _bucket_order(entry, T):
-    """Counting sort of pixels by entry step (0..T; T = never) -> order, starts (T+2,)."""
-    n = entry.shape[0]
+def _bucket_order(key, H, W, T):
+    """Counting sort of the image pixels (padded indices) by key 0..T -> order (H*W,), starts (T+2,)."""
+    W2 = W + 2
     starts = np.zeros(T + 2, dtype=np.int64)
-    for p in range(n):
-        starts[entry[p] + 1] += 1
+    for r in range(H):
+        for c in range(W):
+            starts[key[(r + 1) * W2 + c + 1] + 1] += 1
     for j in range(T + 1):
         starts[j + 1] += starts[j]
     fill = starts[:-1].copy()
-    order = np.empty(n, dtype=np.int64)
-    for p in range(n):
-        order[fill[entry[p]]] = p
-        fill[entry[p]] += 1
+    order = np.empty(H * W, dtype=np.int32)
+    for r in range(H):
+        for c in range(W):
+            p = (r + 1) * W2 + c + 1
+            order[fill[key[p]]] = p
+            fill[key[p]] += 1
     return order, starts
 
 
@@ -54,221 +116,304 @@ def _grow(buffer, count):
     return bigger
 
 
+@njit(cache=True, inline="always")
+def _neighbour_mask(active, p, W2):
+    """Bit k set when ring neighbour k of padded pixel p is active (`active` holds 0 or 1)."""
+    i64 = np.int64
+    return (i64(active[p - W2]) | i64(active[p - W2 + 1]) << 1 | i64(active[p + 1]) << 2
+            | i64(active[p + W2 + 1]) << 3 | i64(active[p + W2]) << 4 | i64(active[p + W2 - 1]) << 5
+            | i64(active[p - 1]) << 6 | i64(active[p - W2 - 1]) << 7)
+
+
 @njit(cache=True)
+def _grid(H, W):
+    """Row and column (image coordinates) of every padded index, and the ring offsets."""
+    W2 = W + 2
+    rows = np.empty((H + 2) * W2, dtype=np.int32)
+    cols = np.empty((H + 2) * W2, dtype=np.int32)
+    for p in range(rows.shape[0]):
+        rows[p], cols[p] = p // W2 - 1, p % W2 - 1
+    offsets = np.array([-W2, -W2 + 1, 1, W2 + 1, W2, W2 - 1, -1, -W2 - 1], dtype=np.int64)
+    return rows, cols, offsets
+
+
+@njit(cache=True, inline="always")
+def _new_root(node, p, r, c, weight):
+    node[p, R0], node[p, C0], node[p, R1], node[p, C1] = r, c, r, c
+    node[p, SIZE], node[p, FIRST], node[p, WEIGHT] = 1, p, weight
+
+
+@njit(cache=True, inline="always")
+def _attach(node, root, p, r, c, weight):
+    """Pixel p (row r, col c) joins the component rooted at `root`."""
+    node[root, R0] = min(node[root, R0], r)
+    node[root, C0] = min(node[root, C0], c)
+    node[root, R1] = max(node[root, R1], r)
+    node[root, C1] = max(node[root, C1], c)
+    node[root, SIZE] += 1
+    node[root, FIRST] = min(node[root, FIRST], p)
+    node[root, WEIGHT] += weight
+
+
+@njit(cache=True, inline="always")
+def _absorb(node, root, other):
+    """Fold root `other`'s extent, size, first pixel and weight into `root`."""
+    node[root, R0] = min(node[root, R0], node[other, R0])
+    node[root, C0] = min(node[root, C0], node[other, C0])
+    node[root, R1] = max(node[root, R1], node[other, R1])
+    node[root, C1] = max(node[root, C1], node[other, C1])
+    node[root, SIZE] += node[other, SIZE]
+    node[root, FIRST] = min(node[root, FIRST], node[other, FIRST])
+    node[root, WEIGHT] += node[other, WEIGHT]
+
+
+@njit(cache=True, inline="always")
 def _drop_live(live, slot, nlive, x):
     """Swap-remove root x from the live list; returns the new length."""
     i = slot[x]
     last = live[nlive - 1]
     live[i] = last
     slot[last] = i
-    slot[x] = -1
     return nlive - 1
 
 
-@njit(cache=True)
-def _beats(weight, first, a, b, prefer_last):
-    """Does component a rank above component b (bigger, then the tie rule on first pixels)?"""
-    if weight[a] != weight[b]:
-        return weight[a] > weight[b]
+@njit(cache=True, inline="always")
+def _emit(buffer, count, m, t, kind, node, x):
+    buffer = _grow(buffer, count)
+    buffer[count, 0], buffer[count, 1], buffer[count, 2] = m, t, kind
+    buffer[count, 3], buffer[count, 4] = node[x, R0], node[x, C0]
+    buffer[count, 5], buffer[count, 6] = node[x, R1], node[x, C1]
+    return buffer, count + 1
+
+
+@njit(cache=True, inline="always")
+def _beats(node, a, b, prefer_last):
+    """Does component a rank above component b (heavier, then the tie rule on first pixels)?"""
+    if node[a, WEIGHT] != node[b, WEIGHT]:
+        return node[a, WEIGHT] > node[b, WEIGHT]
     if prefer_last:
-        return first[a] > first[b]
-    return first[a] < first[b]
+        return node[a, FIRST] > node[b, FIRST]
+    return node[a, FIRST] < node[b, FIRST]
 
 
 @njit(cache=True)
-def _descending(entry, H, W, T, window_area, prefer_last, want_all, m, asc_order, largest, buffer, count):
-    """Add pixels by entry step (step j = the j-th largest cut); 8-connected foreground.
+def workspace(H, W):
+    """Arrays of one padded grid, reused by every pass over every map: parent, active, node, live,
+    slot, key, join, event parent, event step, events."""
+    n2 = (H + 2) * (W + 2)
+    i32 = np.int32
+    return (np.empty(n2, dtype=i32), np.zeros(n2, dtype=np.uint8), np.zeros((n2, NODE), dtype=i32),
+            np.empty(n2, dtype=i32), np.empty(n2, dtype=i32), np.zeros(n2, dtype=i32), np.empty(n2, dtype=i32),
+            np.empty(n2, dtype=i32), np.empty(n2, dtype=i32), np.empty(n2, dtype=i32))
 
-    Writes the largest component's extent per threshold into `largest` (T, 4) (-1 if none) and,
-    with `want_all`, appends (map, threshold, 0, extent) rows for every component to `buffer`.
-    Size: pixel count, or with `window_area` twice the polygon area (2x2 windows of 3 count 1,
-    of 4 count 2). Ties: first pixel in raster order first, or last with `prefer_last`.
+
+@njit(cache=True)
+def _descending(order, starts, W, T, window_area, prefer_last, want_largest, emit, m, asc_order, largest,
+                buffer, count, grid, parent, active, node, live, slot):
+    """Foreground pass (8-connected): the pixels of bucket i+1 join at the i-th smallest cut.
+
+    Writes the largest component's extent per threshold into `largest` (T, 4) (-1 if none) when
+    `want_largest`, and at the sorted steps i where ``emit[i]`` appends (map, threshold, 0, extent)
+    rows for every component. Size: pixel count, or with `window_area` twice the polygon area
+    (2x2 windows of 3 count 1, of 4 count 2). Ties: first pixel in raster order first, or last
+    with `prefer_last`.
     """
-    n = H * W
-    order, starts = _bucket_order(entry, T)
-    parent = np.arange(n)
-    size = np.ones(n, dtype=np.int64)
-    weight = np.zeros(n, dtype=np.int64)
-    first = np.arange(n)
-    ext = np.empty((n, 4), dtype=np.int64)
-    active = np.zeros(n, dtype=np.bool_)
-    windows = np.zeros(max(H - 1, 0) * max(W - 1, 0), dtype=np.int8)
-    live = np.empty(n, dtype=np.int64)
-    slot = np.full(n, -1, dtype=np.int64)
+    W2 = W + 2
+    rows, cols, offsets = grid
+    parent[:] = -1
+    active[:] = 0
     nlive = 0
     best = -1
-    old_weight, old_first = 0, 0
-    for j in range(T):
-        for k in range(starts[j], starts[j + 1]):
+    for i in range(T - 1, -1, -1):
+        changed = starts[i + 2] > starts[i + 1]
+        for k in range(starts[i + 1], starts[i + 2]):
             p = order[k]
-            r, c = p // W, p % W
-            active[p] = True
-            weight[p] = 0 if window_area else 1
-            ext[p, 0], ext[p, 1], ext[p, 2], ext[p, 3] = r, c, r, c
-            live[nlive] = p
-            slot[p] = nlive
-            nlive += 1
-            if best >= 0:
-                old_weight, old_first = weight[best], first[best]
-            root = p
-            for i in range(8):
-                rr, cc = r + _ROW_8[i], c + _COL_8[i]
-                if rr < 0 or rr >= H or cc < 0 or cc >= W or not active[rr * W + cc]:
-                    continue
-                other = _find(parent, rr * W + cc)
+            r, c = rows[p], cols[p]
+            mask = _neighbour_mask(active, p, W2)
+            active[p] = 1
+            weight = AREA_GAIN[mask] if window_area else 1
+            runs = FG_RUNS[mask, 0]
+            if runs == 0:
+                parent[p] = p
+                _new_root(node, p, r, c, weight)
+                live[nlive] = p
+                slot[p] = nlive
+                nlive += 1
+                continue
+            root = _find(parent, p + offsets[FG_RUNS[mask, 1]])
+            parent[p] = root
+            _attach(node, root, p, r, c, weight)
+            for j in range(2, runs + 1):
+                other = _find(parent, p + offsets[FG_RUNS[mask, j]])
                 if other == root:
                     continue
-                if size[other] > size[root]:
+                if node[other, SIZE] > node[root, SIZE]:
                     root, other = other, root
-                parent[other] = root  # other joins root
-                size[root] += size[other]
-                weight[root] += weight[other]
-                first[root] = min(first[root], first[other])
-                ext[root, 0] = min(ext[root, 0], ext[other, 0])
-                ext[root, 1] = min(ext[root, 1], ext[other, 1])
-                ext[root, 2] = max(ext[root, 2], ext[other, 2])
-                ext[root, 3] = max(ext[root, 3], ext[other, 3])
+                parent[other] = root
+                _absorb(node, root, other)
                 nlive = _drop_live(live, slot, nlive, other)
-            if window_area:
-                for wr in range(r - 1, r + 1):
-                    for wc in range(c - 1, c + 1):
-                        if 0 <= wr < H - 1 and 0 <= wc < W - 1:
-                            w = wr * (W - 1) + wc
-                            windows[w] += 1
-                            if windows[w] >= 3:
-                                weight[root] += 1
+        t = asc_order[i]
+        if want_largest:
+            if changed or best < 0:
+                best = -1
+                for j in range(nlive):
+                    x = live[j]
+                    if best < 0 or _beats(node, x, best, prefer_last):
+                        best = x
             if best < 0:
-                best = root
-            elif _find(parent, best) == root:  # the leader grew or was absorbed
-                now_weight, now_first = weight[root], first[root]
-                stays = now_weight > old_weight or (now_weight == old_weight and (
-                    now_first >= old_first if prefer_last else now_first <= old_first))
-                best = root
-                if not stays:  # ranked lower than before (tie rule): rescan the live roots
-                    for i in range(nlive):
-                        if _beats(weight, first, live[i], best, prefer_last):
-                            best = live[i]
-            elif _beats(weight, first, root, best, prefer_last):
-                best = root
-        t = asc_order[T - 1 - j]
-        if best < 0:
-            largest[t, :] = -1
-        else:
-            largest[t, :] = ext[best, :]
-        if want_all:
-            for i in range(nlive):
-                buffer = _grow(buffer, count)
-                buffer[count, 0], buffer[count, 1], buffer[count, 2] = m, t, 0
-                buffer[count, 3:] = ext[live[i], :]
-                count += 1
+                largest[t, :] = -1
+            else:
+                largest[t, 0], largest[t, 1] = node[best, R0], node[best, C0]
+                largest[t, 2], largest[t, 3] = node[best, R1], node[best, C1]
+        if emit[i]:
+            for j in range(nlive):
+                buffer, count = _emit(buffer, count, m, t, 0, node, live[j])
     return buffer, count
 
 
 @njit(cache=True)
-def _ascending(entry, H, W, T, want_holes, m, asc_order, buffer, count):
-    """Add pixels by entry step (step i = the i-th smallest cut); 4-connected background.
+def _ascending(order, starts, H, W, T, want_holes, m, asc_order, buffer, count, islands, grid, parent, active,
+               node, live, slot, event_parent, event_step, events, join):
+    """Background pass (4-connected): the pixels of bucket i join at the i-th smallest cut.
 
-    Returns, per pixel, the step at which it is first connected to the image border through
-    background (T if never): at step i the foreground with its holes filled is `join > i`.
-    With `want_holes`, appends (map, threshold, 1, extent) rows for every hole.
+    Fills `join` (padded, T where never) with the step at which each pixel is first connected to
+    the image border through background: at step i the foreground with its holes filled is
+    ``join > i``. With `want_holes`, appends (map, threshold, 1, extent) rows for every hole.
+    ``islands[i]``: some hole at step i encloses foreground (its 4-connected Euler number, kept
+    per root in the weight field, is not 1). Returns the rows and whether any step has a hole.
     """
-    n = H * W
-    out = n  # the border node: always a root
-    order, starts = _bucket_order(entry, T)
-    parent = np.arange(n + 1)
-    size = np.ones(n + 1, dtype=np.int64)
-    ext = np.empty((n, 4), dtype=np.int64)
-    active = np.zeros(n, dtype=np.bool_)
-    live = np.empty(n, dtype=np.int64)
-    slot = np.full(n, -1, dtype=np.int64)
+    W2 = W + 2
+    rows, cols, offsets = grid
+    parent[:] = -1
+    active[:] = 0
+    for c in range(W2):
+        parent[c] = parent[(H + 1) * W2 + c] = OUTSIDE
+        active[c] = active[(H + 1) * W2 + c] = 1
+    for r in range(1, H + 1):
+        parent[r * W2] = parent[r * W2 + W + 1] = OUTSIDE
+        active[r * W2] = active[r * W2 + W + 1] = 1
+    node[OUTSIDE, SIZE] = 1 << 30  # never absorbed
     nlive = 0
-    tree_parent = np.full(n + 1, -1, dtype=np.int64)
-    joined_at = np.zeros(n + 1, dtype=np.int64)
-    absorbed = np.empty(n, dtype=np.int64)
-    nabsorbed = 0
+    nevents = 0
+    any_hole = False
     for i in range(T):
         for k in range(starts[i], starts[i + 1]):
             p = order[k]
-            r, c = p // W, p % W
-            active[p] = True
-            ext[p, 0], ext[p, 1], ext[p, 2], ext[p, 3] = r, c, r, c
-            live[nlive] = p
-            slot[p] = nlive
-            nlive += 1
-            root = p
-            border = r == 0 or r == H - 1 or c == 0 or c == W - 1
-            for j in range(5):
-                if j < 4:
-                    rr, cc = r + _ROW_4[j], c + _COL_4[j]
-                    if rr < 0 or rr >= H or cc < 0 or cc >= W or not active[rr * W + cc]:
-                        continue
-                    other = _find(parent, rr * W + cc)
-                elif border:
-                    other = out
-                else:
-                    continue
+            r, c = rows[p], cols[p]
+            mask = _neighbour_mask(active, p, W2)
+            active[p] = 1
+            euler = EULER_GAIN[mask]
+            groups = BG_GROUPS[mask, 0]
+            if groups == 0:
+                parent[p] = p
+                _new_root(node, p, r, c, euler)
+                live[nlive] = p
+                slot[p] = nlive
+                nlive += 1
+                continue
+            root = _find(parent, p + offsets[BG_GROUPS[mask, 1]])
+            parent[p] = root
+            event_parent[p], event_step[p] = root, i
+            events[nevents] = p
+            nevents += 1
+            if root != OUTSIDE:
+                _attach(node, root, p, r, c, euler)
+            for j in range(2, groups + 1):
+                other = _find(parent, p + offsets[BG_GROUPS[mask, j]])
                 if other == root:
                     continue
-                if other == out or (root != out and size[other] > size[root]):
+                if node[other, SIZE] > node[root, SIZE]:  # the outside always wins
                     root, other = other, root
-                parent[other] = root  # other joins root
-                size[root] += size[other]
-                tree_parent[other] = root
-                joined_at[other] = i
-                absorbed[nabsorbed] = other
-                nabsorbed += 1
-                if root != out:
-                    ext[root, 0] = min(ext[root, 0], ext[other, 0])
-                    ext[root, 1] = min(ext[root, 1], ext[other, 1])
-                    ext[root, 2] = max(ext[root, 2], ext[other, 2])
-                    ext[root, 3] = max(ext[root, 3], ext[other, 3])
+                parent[other] = root
+                event_parent[other], event_step[other] = root, i
+                events[nevents] = other
+                nevents += 1
+                if root != OUTSIDE:
+                    _absorb(node, root, other)
                 nlive = _drop_live(live, slot, nlive, other)
+        any_hole |= nlive > 0
+        islands[i] = False
+        for j in range(nlive):
+            islands[i] |= node[live[j], WEIGHT] != 1
         if want_holes:
             t = asc_order[i]
             for j in range(nlive):
-                buffer = _grow(buffer, count)
-                buffer[count, 0], buffer[count, 1], buffer[count, 2] = m, t, 1
-                buffer[count, 3:] = ext[live[j], :]
-                count += 1
-    join = np.full(n + 1, T, dtype=np.int64)
-    for k in range(nabsorbed - 1, -1, -1):  # parents were absorbed later: resolve top-down
-        x = absorbed[k]
-        join[x] = joined_at[x] if tree_parent[x] == out else join[tree_parent[x]]
-    return join[:n], buffer, count
+                buffer, count = _emit(buffer, count, m, t, 1, node, live[j])
+    join[:] = T
+    for k in range(nevents - 1, -1, -1):  # a parent's event comes later: resolve top-down
+        x = events[k]
+        y = event_parent[x]
+        join[x] = event_step[x] if y == OUTSIDE else join[y]
+    return buffer, count, any_hole
+
+
+@njit(cache=True)
+def _below(values, sorted_cuts, H, W, key):
+    """key[padded p] = number of cuts below the pixel's value (cuts < value), float values."""
+    W2 = W + 2
+    for r in range(H):
+        for c in range(W):
+            key[(r + 1) * W2 + c + 1] = np.searchsorted(sorted_cuts, values[r * W + c], side="left")
+
+
+@njit(cache=True)
+def _below_levels(levels, sorted_cuts, H, W, key):
+    """`_below` for 8-bit levels: one 256-entry lookup table instead of a search per pixel."""
+    W2 = W + 2
+    table = np.searchsorted(sorted_cuts, np.arange(256).astype(np.float64), side="left").astype(np.int32)
+    for r in range(H):
+        for c in range(W):
+            key[(r + 1) * W2 + c + 1] = table[np.int64(levels[r * W + c])]
 
 
 @njit(cache=True, nogil=True)
-def map_boxes(values, cuts, H, W, wsoleval, want_all):
+def map_boxes(values, cuts, H, W, wsoleval, want_all, levels=False):
     """All maps: largest extents (N, T, 4) and, with `want_all`, rows (M, 7) of every component.
 
-    SAT (`wsoleval` False): pixel counts, ties to the first. wsoleval: holes filled, polygon
-    areas, ties to the last; the rows also list the holes (kind 1).
+    `values` (N, H*W): floats compared exactly with the float64 cuts, or with `levels` 8-bit
+    levels (integers 0..255, looked up in a 256-entry table per map). SAT (`wsoleval` False):
+    pixel counts, ties to the first. wsoleval: holes filled, polygon areas, ties to the last; the
+    rows also list the holes (kind 1).
+
+    wsoleval takes two passes per map: the background pass (holes, and when each pixel's hole
+    closes), then the foreground pass on the hole-filled map (largest contour; and every contour
+    at the steps where no hole encloses foreground, since there filled and unfilled components
+    have the same extents). A third pass on the unfilled map lists the contours of the other
+    steps, only for maps that have such islands.
     """
     N, T = cuts.shape
-    n = H * W
     largest = np.empty((N, T, 4), dtype=np.int64)
     buffer = np.empty((1024, 7), dtype=np.int64)
     count = 0
+    parent, active, node, live, slot, below, join, event_parent, event_step, events = workspace(H, W)
+    grid = _grid(H, W)
+    scratch = np.empty((T, 4), dtype=np.int64)
+    islands = np.zeros(T, dtype=np.bool_)
     for m in range(N):
         asc_order = np.argsort(cuts[m], kind="mergesort")
-        below = np.searchsorted(cuts[m][asc_order], values[m], side="left")  # cuts < value
-        if wsoleval:
-            before = count
-            join, buffer, count = _ascending(below, H, W, T, True, m, asc_order, buffer, count)
-            holes = count > before
-            if not want_all:
-                count = before
-            if holes:  # fill the holes: the largest contour is found on the filled maps
-                scratch = np.empty((T, 4), dtype=np.int64)
-                if want_all:
-                    buffer, count = _descending(T - below, H, W, T, False, False, True, m, asc_order,
-                                                scratch, buffer, count)
-                buffer, count = _descending(T - join, H, W, T, True, True, False, m, asc_order,
-                                            largest[m], buffer, count)
-            else:  # no hole at any threshold: one pass gives the largest contour and every contour
-                buffer, count = _descending(T - below, H, W, T, True, True, want_all, m, asc_order,
-                                            largest[m], buffer, count)
+        sorted_cuts = cuts[m][asc_order]
+        if levels:
+            _below_levels(values[m], sorted_cuts, H, W, below)
         else:
-            buffer, count = _descending(T - below, H, W, T, False, False, want_all, m, asc_order,
-                                        largest[m], buffer, count)
+            _below(values[m], sorted_cuts, H, W, below)
+        order, starts = _bucket_order(below, H, W, T)
+        emit = np.full(T, want_all)
+        if not wsoleval:
+            buffer, count = _descending(order, starts, W, T, False, False, True, emit, m, asc_order,
+                                        largest[m], buffer, count, grid, parent, active, node, live, slot)
+            continue
+        buffer, count, holes = _ascending(order, starts, H, W, T, want_all, m, asc_order, buffer, count, islands,
+                                          grid, parent, active, node, live, slot, event_parent, event_step,
+                                          events, join)
+        if not holes:  # no hole at any threshold: join == below
+            buffer, count = _descending(order, starts, W, T, True, True, True, emit, m, asc_order,
+                                        largest[m], buffer, count, grid, parent, active, node, live, slot)
+            continue
+        if want_all and islands.any():  # contours inside holes: from the unfilled map at those steps
+            buffer, count = _descending(order, starts, W, T, False, False, False, islands, m, asc_order,
+                                        scratch, buffer, count, grid, parent, active, node, live, slot)
+            emit &= ~islands
+        filled_order, filled_starts = _bucket_order(join, H, W, T)
+        buffer, count = _descending(filled_order, filled_starts, W, T, True, True, True, emit, m, asc_order,
+                                    largest[m], buffer, count, grid, parent, active, node, live, slot)
     return largest, buffer[:count].copy()

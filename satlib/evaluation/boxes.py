@@ -275,7 +275,9 @@ def _device_components(scores: Tensor, cuts: Tensor, protocol: str, want_all: bo
 
 def _cpu_components(scores: Tensor, cuts: Tensor, protocol: str, want_all: bool) -> tuple[Tensor, Tensor]:
     """The numba component trees, same outputs as `_device_components`."""
-    largest, rows = cc.map_boxes(scores.cpu().numpy(), cuts.cpu().numpy(), protocol == "wsoleval", want_all)
+    wsoleval = protocol == "wsoleval"
+    values = scores.to(torch.uint8) if wsoleval else scores  # wsoleval scores are the 8-bit levels, exactly
+    largest, rows = cc.map_boxes(values.cpu().numpy(), cuts.cpu().numpy(), wsoleval, want_all)
     return torch.from_numpy(largest).to(scores.device), torch.from_numpy(rows).to(scores.device)
 
 

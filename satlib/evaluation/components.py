@@ -151,7 +151,8 @@ def label_extents(labels: Tensor, width: int) -> Tensor:
 
 def map_boxes(values: np.ndarray, cuts: np.ndarray, wsoleval: bool, want_all: bool,
               threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Component trees of (N, H, W) maps at (N, T) cuts (foreground ``values > cut``).
+    """Component trees of (N, H, W) maps at (N, T) cuts (foreground ``values > cut``); `values`
+    float, or uint8 8-bit levels (wsoleval's quantised maps).
 
     Returns the largest component's extent per map and threshold, (N, T, 4) (-1 where nothing is
     above the cut), and with `want_all` every component as rows (M, 7) = (map, threshold, kind,
@@ -163,17 +164,18 @@ def map_boxes(values: np.ndarray, cuts: np.ndarray, wsoleval: bool, want_all: bo
     from satlib.evaluation._unionfind import map_boxes as kernel  # numba compiles on first use
 
     N, H, W = values.shape
-    flat = np.ascontiguousarray(values.reshape(N, H * W), dtype=np.float32)  # compared exactly in float64
-    cuts = np.ascontiguousarray(cuts, dtype=np.float64)
+    levels = values.dtype == np.uint8  # 8-bit levels: a lookup table per map instead of a search per pixel
+    flat = np.ascontiguousarray(values.reshape(N, H * W), dtype=np.uint8 if levels else np.float32)
+    cuts = np.ascontiguousarray(cuts, dtype=np.float64)  # float32 values compare exactly in float64
     threads = max(1, min(N, torch.get_num_threads() if threads is None else threads))
     if threads == 1:
-        return kernel(flat, cuts, H, W, wsoleval, want_all)
+        return kernel(flat, cuts, H, W, wsoleval, want_all, levels)
     from concurrent.futures import ThreadPoolExecutor
 
     bounds = np.linspace(0, N, threads + 1).astype(int)
     with ThreadPoolExecutor(threads) as pool:  # the kernel releases the GIL
-        parts = list(pool.map(lambda ab: kernel(flat[ab[0]:ab[1]], cuts[ab[0]:ab[1]], H, W, wsoleval, want_all),
-                              zip(bounds[:-1], bounds[1:])))
+        parts = list(pool.map(lambda ab: kernel(flat[ab[0]:ab[1]], cuts[ab[0]:ab[1]], H, W, wsoleval, want_all,
+                                                levels), zip(bounds[:-1], bounds[1:])))
     for start, (_, rows) in zip(bounds[:-1], parts):
         rows[:, 0] += start
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
