@@ -103,12 +103,14 @@ class LocalizationEvaluator:
         if gt_masks is not None and self.pixel_ap is None:
             raise ValueError(f"PxAP needs increasing thresholds below 1, got {self.thresholds}")
 
+    @torch.no_grad()
     def update(self, loc_maps: Tensor, gt_boxes: Sequence[Tensor] | Tensor, logits: Tensor | None = None,
                labels: Tensor | None = None, gt_masks: Tensor | None = None) -> Tensor:
         """Add a batch: maps (B, h, w), per-image GT boxes (K, 4) xyxy in image pixels, optional
         logits (B, classes) with labels (B,), optional masks (B, H, W). Returns the largest box's
-        best IoU with the GT boxes, (B, T) float64."""
-        maps = check_maps(loc_maps)
+        best IoU with the GT boxes, (B, T) float64. Inputs may require grad (a model's raw output)."""
+        maps = check_maps(loc_maps.detach() if isinstance(loc_maps, Tensor) else loc_maps)
+        logits = logits.detach() if isinstance(logits, Tensor) else logits
         B = maps.shape[0]
         boxes = check_gt_boxes(gt_boxes, self.image_size, batch=B)
         self._check_batch(B, logits, labels, gt_masks)

@@ -115,6 +115,17 @@ def test_update_returns_largest_box_iou():
     assert iou[0].tolist() == pytest.approx([64 / 81, 25 / 64])
 
 
+@pytest.mark.parametrize("protocol", ["sat", "wsoleval"])
+def test_update_accepts_outputs_that_require_grad(protocol):
+    maps, gt, logits, labels = _hand_case()
+    plain = LocalizationEvaluator(thresholds=[0.3, 0.6], image_size=16, protocol=protocol)
+    plain.update(maps, gt, logits, labels)
+    live = LocalizationEvaluator(thresholds=[0.3, 0.6], image_size=16, protocol=protocol)
+    iou = live.update(maps.clone().requires_grad_(), gt, logits.clone().requires_grad_(), labels)
+    assert not iou.requires_grad
+    assert live.compute() == plain.compute()
+
+
 def test_pxap_reported_with_masks():
     maps, gt, _, _ = _hand_case()
     masks = torch.zeros(5, 16, 16, dtype=torch.uint8)
