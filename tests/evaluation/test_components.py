@@ -113,3 +113,25 @@ def test_numba_threads_give_identical_results():
         three = cc.map_boxes(values, cuts, wsoleval, want_all=True, threads=3)
         assert np.array_equal(one[0], three[0])
         assert np.array_equal(one[1], three[1])
+
+
+@pytest.mark.parametrize("wsoleval", [False, True])
+def test_numba_tree_on_8bit_levels_equals_float_values(wsoleval):
+    rng = np.random.default_rng(5)
+    levels = rng.integers(0, 256, (6, 15, 13)).astype(np.uint8)
+    levels[0] = 7  # a constant map
+    cuts = np.floor(np.linspace(0, 0.99, 25)[None, :] * levels.reshape(6, -1).max(1)[:, None]).astype(np.float64)
+    cuts[1] = np.linspace(-1.5, 300.5, 25)  # fractional cuts, and cuts outside 0..255
+    as_uint8 = cc.map_boxes(levels, cuts, wsoleval, want_all=True)
+    as_float = cc.map_boxes(levels.astype(np.float32), cuts, wsoleval, want_all=True)
+    assert np.array_equal(as_uint8[0], as_float[0])
+    assert np.array_equal(as_uint8[1], as_float[1])
+
+
+def test_padded_grid_offsets_follow_the_documented_ring():
+    from satlib.evaluation._unionfind import RING, _grid
+
+    H, W = 5, 7
+    rows, cols, offsets = _grid(H, W)
+    p = 3 * (W + 2) + 4  # an inner pixel
+    assert [(rows[p + o] - rows[p], cols[p + o] - cols[p]) for o in offsets] == list(RING)
