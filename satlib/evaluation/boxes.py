@@ -160,14 +160,14 @@ def normalize_maps(maps: Tensor, image_size: int | Sequence[int], protocol: str 
 def threshold_levels(normalized: Tensor, thresholds: Sequence[float], protocol: str) -> tuple[Tensor, Tensor]:
     """Scores (N, H, W) and cuts (N, T) such that the foreground at threshold t is ``scores > cut``.
 
-    SAT compares the float32 map with float32(t); wsoleval quantises to 8 bits and compares with
-    ``int(t * q.max())`` (both as float32, exact).
+    SAT compares the float32 map with float32(t); wsoleval quantises to 8 bits (the scores are the
+    uint8 levels) and compares with ``int(t * q.max())`` (a float32 cut, exact).
     """
     t = check_thresholds(thresholds).to(normalized.device)
     N = normalized.shape[0]
     if check_protocol(protocol) == "sat":
         return normalized, t.float().expand(N, -1)
-    quantized = (normalized * 255).to(torch.uint8).float()
+    quantized = (normalized * 255).to(torch.uint8)
     peak = quantized.amax((1, 2)).double()
     return quantized, torch.floor(t[None, :] * peak[:, None]).float()
 
@@ -275,9 +275,7 @@ def _device_components(scores: Tensor, cuts: Tensor, protocol: str, want_all: bo
 
 def _cpu_components(scores: Tensor, cuts: Tensor, protocol: str, want_all: bool) -> tuple[Tensor, Tensor]:
     """The numba component trees, same outputs as `_device_components`."""
-    wsoleval = protocol == "wsoleval"
-    values = scores.to(torch.uint8) if wsoleval else scores  # wsoleval scores are the 8-bit levels, exactly
-    largest, rows = cc.map_boxes(values.cpu().numpy(), cuts.cpu().numpy(), wsoleval, want_all)
+    largest, rows = cc.map_boxes(scores.cpu().numpy(), cuts.cpu().numpy(), protocol == "wsoleval", want_all)
     return torch.from_numpy(largest).to(scores.device), torch.from_numpy(rows).to(scores.device)
 
 
