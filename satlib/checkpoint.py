@@ -72,10 +72,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return payload
 
 
-_OFFICIAL_BY_WIDTH = {192: "sat_deit_tiny_patch16_224", 384: "sat_deit_small_patch16_224",
-                      768: "sat_deit_base_patch16_224"}
-
-
 def model_from_checkpoint(path: str | Path, *, official: bool = False, device: str | torch.device = "cpu",
                           config: Config | None = None) -> tuple[torch.nn.Module, Config, dict]:
     """Rebuild the model a checkpoint was trained as; returns (model in eval mode, config, payload).
@@ -83,18 +79,19 @@ def model_from_checkpoint(path: str | Path, *, official: bool = False, device: s
     `official=True` reads a checkpoint of the official SAT release (no stored config): the model is
     the official DeiT-T/S/B variant its width names, with the class count read from its head.
     """
-    from satlib.models import convert_official_checkpoint, create_model
+    from satlib.models import VARIANTS, convert_official_checkpoint, create_model
 
     payload = load_checkpoint(path)
     if official:
         state = convert_official_checkpoint(payload)
         config = config or Config()
         if config.model.name == Config().model.name:  # the official release: DeiT-T/S/B by width
+            by_width = {v["embed_dim"]: name for name, v in VARIANTS.items() if name.startswith("sat_deit_")}
             width = int(state["cls_token"].shape[-1])
-            if width not in _OFFICIAL_BY_WIDTH:
+            if width not in by_width:
                 raise CheckpointError(f"{path}: cls_token width {width} matches no official SAT model "
-                                      f"(DeiT-T/S/B: {sorted(_OFFICIAL_BY_WIDTH)})")
-            config.model.name = _OFFICIAL_BY_WIDTH[width]
+                                      f"(DeiT-T/S/B: {sorted(by_width)})")
+            config.model.name = by_width[width]
         config.model.num_classes = int(state["head.weight"].shape[0])
         config.data.img_size, config.data.resize_size = 224, 256
     else:
