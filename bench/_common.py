@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Sequence
@@ -12,14 +11,12 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from satlib.atomic import atomic_write_text
+
 
 def write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` atomically (temp file in the same folder, then os.replace)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as tmp:
-        tmp.write(text)
-    os.chmod(tmp.name, 0o644)
-    os.replace(tmp.name, path)
+    """Write `text` to `path` atomically (satlib's one atomic writer)."""
+    atomic_write_text(path, text)
 
 
 def write_json(path: str | os.PathLike, payload: dict) -> None:

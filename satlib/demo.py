@@ -77,7 +77,8 @@ def demo_figure(checkpoint: Path, data_root: Path, out: Path, *, num: int = 8, d
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from satlib.checkpoint import atomic_write_bytes, model_from_checkpoint
+    from satlib.atomic import atomic_write
+    from satlib.checkpoint import model_from_checkpoint
     from satlib.data import collate, denormalize
     from satlib.evaluation import box_iou, boxes_from_maps, show_localization
     from satlib.train import build_datasets, resolve_device
@@ -104,6 +105,6 @@ def demo_figure(checkpoint: Path, data_root: Path, out: Path, *, num: int = 8, d
     figure.suptitle(f"held-out images: map, predicted box (green), GT box (red). Top: SAT's loc-token map, "
                     f"GT-known {rows[0][3]:.1f}%. Bottom: the same network's CAM, GT-known {rows[1][3]:.1f}%")
     figure.tight_layout()
-    atomic_write_bytes(out, lambda f: figure.savefig(f, format="png", dpi=90))
+    atomic_write(out, lambda f: figure.savefig(f, format="png", dpi=90))
     plt.close(figure)
     return out

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from satlib.checkpoint import atomic_write_text, model_from_checkpoint
+from satlib.atomic import atomic_write_text
+from satlib.checkpoint import model_from_checkpoint
 from satlib.config import Config
 from satlib.train import Dist, build_datasets, evaluate, resolve_device, test_loader
 
@@ -63,7 +64,7 @@ def visualize_checkpoint(checkpoint: str | Path, *, data_root: str | Path, out: 
                          device: str = "auto") -> Path:
     """A PNG grid of the first `num` test images: map overlay, predicted box (at the checkpoint's best
     threshold) and GT boxes, IoU in each title."""
-    from satlib.checkpoint import atomic_write_bytes
+    from satlib.atomic import atomic_write
     from satlib.data import collate, denormalize
     from satlib.evaluation import box_iou, boxes_from_maps, default_thresholds, show_localization_grid
 
@@ -81,7 +82,7 @@ def visualize_checkpoint(checkpoint: str | Path, *, data_root: str | Path, out: 
     figure = show_localization_grid(denormalize(batch["images"]), output.loc_map.float().cpu(), boxes.cpu(),
                                     batch["boxes"], ious=ious, titles=titles)
     out = Path(out)
-    atomic_write_bytes(out, lambda f: figure.savefig(f, format="png", dpi=100, bbox_inches="tight"))
+    atomic_write(out, lambda f: figure.savefig(f, format="png", dpi=100, bbox_inches="tight"))
     _close(figure)
     return out
 
@@ -110,7 +111,7 @@ def predict_paths(checkpoint: str | Path, inputs: list[str | Path], out: str | P
     """
     from torchvision.transforms import v2
 
-    from satlib.checkpoint import atomic_write_bytes
+    from satlib.atomic import atomic_write
     from satlib.data import IMAGENET_MEAN, IMAGENET_STD
     from satlib.data.io import decode_rgb, read_bytes
     from satlib.evaluation import boxes_from_maps, default_thresholds, show_localization
@@ -143,7 +144,7 @@ def predict_paths(checkpoint: str | Path, inputs: list[str | Path], out: str | P
         overlay = out / f"{len(predictions):04d}_{path.stem}.png"
         figure = show_localization(image, output.loc_map[0].float().cpu(), box,
                                    title=f"{record['class_name'] or label.item()} ({score:.2f})").figure
-        atomic_write_bytes(overlay, lambda f: figure.savefig(f, format="png", dpi=100, bbox_inches="tight"))
+        atomic_write(overlay, lambda f: figure.savefig(f, format="png", dpi=100, bbox_inches="tight"))
         _close(figure)
         record["overlay"] = overlay.name
         predictions.append(record)

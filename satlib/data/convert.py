@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
+from satlib.atomic import atomic_write_lines
 from satlib.data.cub import read_cub
 from satlib.data.imagenet import parse_val_xml
 from satlib.data.io import image_size
@@ -38,13 +37,6 @@ def _class_name(image_id: str, label: int) -> str:
     return f"{label + 1:03d}.class_{label + 1}"
 
 
-def _write_table(path: Path, lines: list[str]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-        f.write("".join(line + "\n" for line in lines))
-    os.replace(tmp, path)
-
-
 def metadata_to_cub(meta: str | Path, out: str | Path) -> dict[str, int]:
     """wsolevaluation metadata `meta`/{train,test} -> official CUB tables in `out` (images not moved).
 
@@ -75,7 +67,7 @@ def metadata_to_cub(meta: str | Path, out: str | Path) -> dict[str, int]:
     for name, lines in (("images.txt", tables["images"]), ("image_class_labels.txt", tables["labels"]),
                         ("train_test_split.txt", tables["split"]), ("bounding_boxes.txt", tables["boxes"]),
                         ("classes.txt", classes)):
-        _write_table(out / name, lines)
+        atomic_write_lines(out / name, lines)
     return {split: len(records) for split, records in splits.items()}
 
 

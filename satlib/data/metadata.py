@@ -14,13 +14,12 @@ ignore mask minus the foreground.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
+from satlib.atomic import atomic_write_lines
 from satlib.data.records import (DataError, Problems, Record, check_box, parse_floats, parse_int,
                                  read_rows, require_file)
 
@@ -135,30 +134,17 @@ def _read_localization(path: Path, mask_root: Path, problems: Problems):
     return boxes, masks
 
 
-def _atomic_write(path: Path, lines: Iterable[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            for line in lines:
-                f.write(line + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def write_metadata(meta: Path, rows: list[dict]) -> None:
     """Write one split folder; each row: image_id, label, optional size (w, h), boxes or masks+ignore.
 
     Boxes are written as integers (as wsolevaluation's files hold them), truncated like ``int()``.
     """
     meta = Path(meta)
-    _atomic_write(meta / "image_ids.txt", (r["image_id"] for r in rows))
-    _atomic_write(meta / "class_labels.txt", (f"{r['image_id']},{int(r['label'])}" for r in rows))
-    _atomic_write(meta / "image_sizes.txt",
+    atomic_write_lines(meta / "image_ids.txt", (r["image_id"] for r in rows))
+    atomic_write_lines(meta / "class_labels.txt", (f"{r['image_id']},{int(r['label'])}" for r in rows))
+    atomic_write_lines(meta / "image_sizes.txt",
                   (f"{r['image_id']},{int(r['size'][0])},{int(r['size'][1])}" for r in rows if r.get("size")))
-    _atomic_write(meta / "localization.txt", _localization_lines(rows))
+    atomic_write_lines(meta / "localization.txt", _localization_lines(rows))
 
 
 def _localization_lines(rows: list[dict]) -> Iterable[str]:

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from satlib.atomic import atomic_write_lines
 from satlib.data.records import DataError, Problems
 
 SHAPES = ("disc", "triangle", "square", "star", "cross", "ring", "crescent", "heart", "tee", "hourglass")
@@ -285,10 +286,6 @@ def _save_png(array: np.ndarray, path: Path) -> None:
     Image.fromarray(array).save(path, format="PNG", compress_level=6, optimize=False)
 
 
-def _write_lines(path: Path, lines: list[str]) -> None:
-    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8", newline="\n")
-
-
 def _xywh(box: tuple[int, int, int, int]) -> str:
     x0, y0, x1, y1 = box
     return f"{x0:.1f} {y0:.1f} {x1 - x0:.1f} {y1 - y0:.1f}"
@@ -314,14 +311,14 @@ def _generate(cfg: SynthConfig, out: Path) -> None:
             tables["boxes"].append(f"{image_id} {_xywh(mask_box(mask))}")
             if part is not None:
                 tables["parts"].append(f"{image_id} {_xywh(mask_box(part))}")
-    _write_lines(out / "images.txt", tables["images"])
-    _write_lines(out / "image_class_labels.txt", tables["labels"])
-    _write_lines(out / "train_test_split.txt", tables["split"])
-    _write_lines(out / "bounding_boxes.txt", tables["boxes"])
-    _write_lines(out / "classes.txt", [f"{i + 1} {label + 1:03d}.{n}" for i, (label, n) in
+    atomic_write_lines(out / "images.txt", tables["images"])
+    atomic_write_lines(out / "image_class_labels.txt", tables["labels"])
+    atomic_write_lines(out / "train_test_split.txt", tables["split"])
+    atomic_write_lines(out / "bounding_boxes.txt", tables["boxes"])
+    atomic_write_lines(out / "classes.txt", [f"{i + 1} {label + 1:03d}.{n}" for i, (label, n) in
                                        enumerate(enumerate(names))])
     if tables["parts"]:
-        _write_lines(out / "part_boxes.txt", tables["parts"])
+        atomic_write_lines(out / "part_boxes.txt", tables["parts"])
     description = {"generator": "satlib.data.synthetic", "format_version": FORMAT_VERSION, **asdict(cfg)}
     (out / "synthetic.json").write_text(json.dumps(description, indent=2, sort_keys=True) + "\n")
 
