@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from satlib.atomic import atomic_write_text
+from satlib.files import atomic_write_text
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

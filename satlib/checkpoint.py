@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from satlib.atomic import atomic_write
+from satlib.files import atomic_write
 from satlib.config import Config, config_from_dict
 
 

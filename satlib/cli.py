@@ -69,7 +69,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     text = json.dumps(metrics, indent=2)
     print(text)
     if args.json:
-        from satlib.atomic import atomic_write_text
+        from satlib.files import atomic_write_text
 
         atomic_write_text(args.json, text + "\n")
     return 0

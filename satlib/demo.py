@@ -77,7 +77,7 @@ def demo_figure(checkpoint: Path, data_root: Path, out: Path, *, num: int = 8, d
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from satlib.atomic import atomic_write
+    from satlib.files import atomic_write
     from satlib.checkpoint import model_from_checkpoint
     from satlib.data import collate, denormalize
     from satlib.evaluation import box_iou, boxes_from_maps, show_localization

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from satlib.atomic import atomic_write_text
+from satlib.files import atomic_write_text
 from satlib.checkpoint import model_from_checkpoint
 from satlib.config import Config
 from satlib.train import Dist, build_datasets, evaluate, resolve_device, test_loader
@@ -64,7 +64,7 @@ def visualize_checkpoint(checkpoint: str | Path, *, data_root: str | Path, out: 
                          device: str = "auto") -> Path:
     """A PNG grid of the first `num` test images: map overlay, predicted box (at the checkpoint's best
     threshold) and GT boxes, IoU in each title."""
-    from satlib.atomic import atomic_write
+    from satlib.files import atomic_write
     from satlib.data import collate, denormalize
     from satlib.evaluation import box_iou, boxes_from_maps, default_thresholds, show_localization_grid
 
@@ -111,7 +111,7 @@ def predict_paths(checkpoint: str | Path, inputs: list[str | Path], out: str | P
     """
     from torchvision.transforms import v2
 
-    from satlib.atomic import atomic_write
+    from satlib.files import atomic_write
     from satlib.data import IMAGENET_MEAN, IMAGENET_STD
     from satlib.data.io import decode_rgb, read_bytes
     from satlib.evaluation import boxes_from_maps, default_thresholds, show_localization

@@ -36,7 +36,7 @@ import torch.distributed as dist
 import yaml
 from torch import Tensor, nn
 
-from satlib.atomic import atomic_write_text
+from satlib.files import atomic_write_text
 from satlib.checkpoint import load_checkpoint, save_checkpoint
 from satlib.config import Config, config_from_dict
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from satlib.atomic import atomic_write_lines
+from satlib.files import atomic_write_lines
 from satlib.data.cub import read_cub
 from satlib.data.imagenet import parse_val_xml
 from satlib.data.io import image_size

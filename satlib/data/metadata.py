@@ -19,7 +19,7 @@ from typing import Iterable
 
 import numpy as np
 
-from satlib.atomic import atomic_write_lines
+from satlib.files import atomic_write_lines
 from satlib.data.records import (DataError, Problems, Record, check_box, parse_floats, parse_int,
                                  read_rows, require_file)
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from satlib.atomic import atomic_write_lines
+from satlib.files import atomic_write_lines
 from satlib.data.records import DataError, Problems
 
 SHAPES = ("disc", "triangle", "square", "star", "cross", "ring", "crescent", "heart", "tee", "hourglass")

@@ -1,4 +1,4 @@
-"""Atomic file writes: a reader sees the old file or the whole new one, never half of it.
+"""Files written safely: atomic writes, so a reader sees the old file or the whole new one, never half.
 
 Every file satlib writes (checkpoints, metrics, dataset tables, figures, reports) goes through
 `atomic_write`: the bytes go to a temporary file beside the target, which is flushed, given the
