@@ -1,4 +1,4 @@
-"""Helpers shared by the bench scripts: atomic writes, number formatting, fake JPEG datasets."""
+"""Helpers shared by the bench scripts: atomic writes, number formatting, fake JPEG datasets (CUB layout)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
+from satlib.data.cub import CubRow, write_cub_tables
 from satlib.files import atomic_write_text
 
 
@@ -32,24 +32,19 @@ def fmt(value: float | None, spec: str) -> str:
 # Fake JPEG datasets in the CUB layout
 # ---------------------------------------------------------------------------------------------
 
-CUB_LISTS = (("images.txt", "images"), ("image_class_labels.txt", "labels"),
-             ("train_test_split.txt", "split"), ("bounding_boxes.txt", "boxes"))
+def fake_jpeg_paths(count: int, classes: int) -> list[str]:
+    """Image paths under images/ of `make_fake_jpegs`: image i (from 1) in class folder i % classes."""
+    return [f"{1 + i % classes:03d}.c/{i:05d}.jpg" for i in range(1, count + 1)]
 
 
-def write_cub_lists(root: Path, paths: Sequence[str], labels: Sequence[int], train: Sequence[bool],
-                    boxes: Sequence[Sequence[float]], classes: int) -> Path:
-    """The five CUB text files for images root/images/<path>: labels from 0, boxes as x y w h."""
-    root.mkdir(parents=True, exist_ok=True)
-    rows = {
-        "images": [f"{i} {p}" for i, p in enumerate(paths, 1)],
-        "labels": [f"{i} {label + 1}" for i, label in enumerate(labels, 1)],
-        "split": [f"{i} {int(t)}" for i, t in enumerate(train, 1)],
-        "boxes": [f"{i} " + " ".join(f"{v:.1f}" for v in box) for i, box in enumerate(boxes, 1)],
-    }
-    for name, key in CUB_LISTS:
-        (root / name).write_text("".join(line + "\n" for line in rows[key]))
-    (root / "classes.txt").write_text("".join(f"{c} {c:03d}.c\n" for c in range(1, classes + 1)))
-    return root
+def fake_box(size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """The xyxy box of every fake image: (50, 40) to (350, 240) at 500x375, scaled to `size` (w, h)."""
+    w, h = size
+    return 50 * w / 500, 40 * h / 375, 350 * w / 500, 240 * h / 375
+
+
+def fake_class_names(classes: int) -> list[str]:
+    return [f"{c:03d}.c" for c in range(1, classes + 1)]
 
 
 def fake_image(index: int, seed: int, size: tuple[int, int], noise: float) -> np.ndarray:
@@ -75,10 +70,10 @@ def make_fake_jpegs(root: Path, count: int, seed: int = 0, *, classes: int = 2, 
     """`count` random JPEGs (quality 90) of `size` (w, h) in the CUB layout, `classes` classes.
 
     Image i (from 1) is class i % classes; the last `test` images form the test split. Every box is
-    (50, 40, 300, 200) x y w h scaled to `size`. `noise` adds uniform pixel noise (photo-like file
+    `fake_box(size)`. `noise` adds uniform pixel noise (photo-like file
     sizes and decode cost: 24 gives about 80 KB at 500x375); `processes` encode in parallel.
     """
-    paths = [f"{1 + i % classes:03d}.c/{i:05d}.jpg" for i in range(1, count + 1)]
+    paths = fake_jpeg_paths(count, classes)
     items = list(enumerate(paths, 1))
     shards = [items[k::processes] for k in range(processes)]
     jobs = [(root / "images", shard, seed, tuple(size), noise) for shard in shards if shard]
@@ -88,8 +83,6 @@ def make_fake_jpegs(root: Path, count: int, seed: int = 0, *, classes: int = 2, 
     else:
         for job in jobs:
             _save_images(job)
-    w, h = size
-    box = (50 * w / 500, 40 * h / 375, 300 * w / 500, 200 * h / 375)
-    labels = [i % classes for i in range(1, count + 1)]
-    train = [i <= count - test for i in range(1, count + 1)]
-    return write_cub_lists(root, paths, labels, train, [box] * count, classes)
+    rows = [CubRow(path=path, label=i % classes, train=i <= count - test, box=fake_box(size))
+            for i, path in enumerate(paths, 1)]
+    return write_cub_tables(root, rows, class_names=fake_class_names(classes))

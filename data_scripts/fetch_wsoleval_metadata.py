@@ -15,7 +15,6 @@ Images are not included; after the metadata, the root must hold them at <root>/<
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 from satlib.data.archives import WSOLEVAL_URL, DownloadError, download, extract_tar
 from satlib.data.metadata import METADATA_FILES
 from satlib.data.records import DataError
+from satlib.files import atomic_write
 
 DATASETS = ("CUB", "ILSVRC", "OpenImages")
 
@@ -51,9 +51,9 @@ def install(source: Path, root: Path) -> dict[str, int]:
     for split_dir in sorted(p for p in source.iterdir() if p.is_dir()):
         dest = root / "metadata" / split_dir.name
         dest.mkdir(parents=True, exist_ok=True)
-        for name in METADATA_FILES:
+        for name in METADATA_FILES:  # wsolevaluation's own files, copied byte for byte
             if (split_dir / name).is_file():
-                shutil.copyfile(split_dir / name, dest / name)
+                atomic_write(dest / name, lambda f, src=split_dir / name: f.write(src.read_bytes()))
         ids = dest / "image_ids.txt"
         counts[split_dir.name] = sum(1 for line in ids.open() if line.strip()) if ids.is_file() else 0
     return counts

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from satlib.files import atomic_write_lines
-from satlib.data.cub import read_cub
+from satlib.data.cub import CubRow, read_cub, write_cub_tables
 from satlib.data.imagenet import parse_val_xml
 from satlib.data.io import image_size
 from satlib.data.metadata import read_metadata, write_metadata
@@ -45,29 +44,19 @@ def metadata_to_cub(meta: str | Path, out: str | Path) -> dict[str, int]:
     """
     meta, out = Path(meta), Path(out)
     splits = {split: read_metadata(meta / split, out / "images", None, Problems()) for split in ("train", "test")}
-    tables: dict[str, list[str]] = {k: [] for k in ("images", "labels", "split", "boxes")}
+    rows: list[CubRow] = []
     names: dict[int, str] = {}
-    image_id = 0
     for split, records in splits.items():
         for record in records:
             if len(record.boxes) == 0:
                 raise DataError(f"{record.source}: {record.image_id!r} has no box in localization.txt")
             if len(record.boxes) > 1:
                 log.warning("%s: %d boxes, bounding_boxes.txt keeps the first", record.image_id, len(record.boxes))
-            image_id += 1
-            x0, y0, x1, y1 = record.boxes[0].tolist()
             names.setdefault(record.label, _class_name(record.image_id, record.label))
-            tables["images"].append(f"{image_id} {record.image_id}")
-            tables["labels"].append(f"{image_id} {record.label + 1}")
-            tables["split"].append(f"{image_id} {int(split == 'train')}")
-            tables["boxes"].append(f"{image_id} {x0:.1f} {y0:.1f} {x1 - x0:.1f} {y1 - y0:.1f}")
+            rows.append(CubRow(path=record.image_id, label=record.label, train=split == "train",
+                               box=record.boxes[0].tolist()))
     num_classes = max(names) + 1 if names else 0
-    classes = [f"{k + 1} {names.get(k, _class_name('', k))}" for k in range(num_classes)]
-    out.mkdir(parents=True, exist_ok=True)
-    for name, lines in (("images.txt", tables["images"]), ("image_class_labels.txt", tables["labels"]),
-                        ("train_test_split.txt", tables["split"]), ("bounding_boxes.txt", tables["boxes"]),
-                        ("classes.txt", classes)):
-        atomic_write_lines(out / name, lines)
+    write_cub_tables(out, rows, class_names=[names.get(k, _class_name("", k)) for k in range(num_classes)])
     return {split: len(records) for split, records in splits.items()}
 
 

@@ -1,4 +1,4 @@
-"""CUB-200-2011 in its official layout (also the layout of the synthetic dataset).
+"""CUB-200-2011 in its official layout (also the layout of the synthetic dataset), read and written.
 
     root/
       images/<class dir>/<name>.jpg
@@ -9,18 +9,22 @@
       classes.txt                <class id> <class name>
       segmentations/<class dir>/<name>.png   (optional, CUB's separate download)
 
-Boxes become xyxy as (x, y, x + width, y + height). CUB segmentations are soft (the fraction of
+Boxes become xyxy as (x, y, x + width, y + height) when read; `write_cub_tables` writes xyxy boxes
+back as x, y, width, height with one decimal, as CUB's own file holds them. CUB segmentations are soft (the fraction of
 annotators who marked the pixel, 0..255); a pixel is foreground when more than half did (> 127).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from satlib.data.records import (DataError, Problems, Record, check_box, parse_floats, parse_int,
                                  read_rows, require_file)
+from satlib.files import atomic_write_lines
 
 CUB_FILES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "bounding_boxes.txt",
              "classes.txt")
@@ -129,3 +133,68 @@ def _make_record(root: Path, image_id: int, relpath: str, where: str, parts: dic
     return Record(image_id=relpath, path=root / "images" / relpath, label=class_id - 1, source=where,
                   boxes=np.array([box], dtype=np.float64), box_sources=[box_where],
                   mask_paths=[root / "segmentations" / Path(relpath).with_suffix(".png")])
+
+
+# -- writing ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CubRow:
+    """One image of the official tables: its path under images/, class index from 0, split, xyxy box."""
+
+    path: str
+    label: int
+    train: bool
+    box: Sequence[float]  # (4,) x0, y0, x1, y1 in pixels
+
+
+def _xywh_text(box: Sequence[float]) -> str:
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return f"{x0:.1f} {y0:.1f} {x1 - x0:.1f} {y1 - y0:.1f}"
+
+
+def write_box_table(path: str | Path, boxes: Iterable[tuple[int, Sequence[float]]]) -> Path:
+    """(image id, (4,) xyxy box) pairs -> `<image id> <x> <y> <width> <height>` rows at `path`.
+
+    The format of bounding_boxes.txt (and of the synthetic set's part_boxes.txt); boxes are checked
+    as the reader checks them, and a bad one raises DataError naming the file and the image id.
+    """
+    path = Path(path)
+    lines = []
+    for image_id, box in boxes:
+        check_box([float(v) for v in box], f"{path}: image id {image_id}", Problems())
+        lines.append(f"{image_id} {_xywh_text(box)}")
+    return atomic_write_lines(path, lines)
+
+
+def _check_text(text: str, what: str, where: str) -> None:
+    """A path or class name must survive a whitespace-split table row unchanged."""
+    if not text or text != text.strip() or "\n" in text or "\r" in text:
+        raise DataError(f"{where}: {what} {text!r} cannot be written to a CUB table "
+                        f"(empty, a line break, or whitespace at an end)")
+
+
+def write_cub_tables(root: str | Path, rows: Sequence[CubRow], class_names: Sequence[str]) -> Path:
+    """The five official tables in `root` for `rows` (image ids 1..N in order); returns `root`.
+
+    classes.txt lists `class_names` as ids 1..C, so row labels index into it. Everything is checked
+    before anything is written: a label outside the classes, a bad box, or a path or class name the
+    tables cannot hold raises DataError naming the table and the row. Images are not written.
+    """
+    root = Path(root)
+    for class_id, name in enumerate(class_names, start=1):
+        _check_text(name, "class name", f"{root / 'classes.txt'}: class id {class_id}")
+    for image_id, row in enumerate(rows, start=1):
+        where = f"{root / 'images.txt'}: image id {image_id}"
+        _check_text(row.path, "image path", where)
+        if not 0 <= row.label < len(class_names):
+            raise DataError(f"{where} ({row.path}): class index {row.label} outside the "
+                            f"{len(class_names)} classes of classes.txt")
+        check_box([float(v) for v in row.box], f"{root / 'bounding_boxes.txt'}: image id {image_id} ({row.path})",
+                  Problems())
+    atomic_write_lines(root / "images.txt", (f"{i} {row.path}" for i, row in enumerate(rows, start=1)))
+    atomic_write_lines(root / "image_class_labels.txt",
+                       (f"{i} {row.label + 1}" for i, row in enumerate(rows, start=1)))
+    atomic_write_lines(root / "train_test_split.txt",
+                       (f"{i} {int(bool(row.train))}" for i, row in enumerate(rows, start=1)))
+    write_box_table(root / "bounding_boxes.txt", ((i, row.box) for i, row in enumerate(rows, start=1)))
+    atomic_write_lines(root / "classes.txt", (f"{i} {name}" for i, name in enumerate(class_names, start=1)))
+    return root

@@ -14,14 +14,14 @@ ignore mask minus the foreground.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
-from satlib.files import atomic_write_lines
 from satlib.data.records import (DataError, Problems, Record, check_box, parse_floats, parse_int,
                                  read_rows, require_file)
+from satlib.files import atomic_write_lines
 
 METADATA_FILES = ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt")
 MASK_THRESHOLD = 0
@@ -134,26 +134,58 @@ def _read_localization(path: Path, mask_root: Path, problems: Problems):
     return boxes, masks
 
 
-def write_metadata(meta: Path, rows: list[dict]) -> None:
-    """Write one split folder; each row: image_id, label, optional size (w, h), boxes or masks+ignore.
+def write_metadata(meta: str | Path, rows: Sequence[dict]) -> Path:
+    """Write one split folder `meta` (the four files above); returns `meta`.
 
-    Boxes are written as integers (as wsolevaluation's files hold them), truncated like ``int()``.
+    Each row: "image_id", "label" (from 0), optional "size" (w, h), and "boxes" (xyxy) or "masks" and
+    "ignore" (paths). Boxes are written as integers (as wsolevaluation's files hold them), truncated
+    like ``int()``. Everything is checked before anything is written: a missing key, an id or path
+    that a comma-separated row cannot hold, a negative label, a bad size or box raises DataError
+    naming the file and the row.
     """
     meta = Path(meta)
+    for index, row in enumerate(rows, start=1):
+        _check_row(meta, index, row)
     atomic_write_lines(meta / "image_ids.txt", (r["image_id"] for r in rows))
     atomic_write_lines(meta / "class_labels.txt", (f"{r['image_id']},{int(r['label'])}" for r in rows))
     atomic_write_lines(meta / "image_sizes.txt",
-                  (f"{r['image_id']},{int(r['size'][0])},{int(r['size'][1])}" for r in rows if r.get("size")))
+                       (f"{r['image_id']},{int(r['size'][0])},{int(r['size'][1])}" for r in rows if r.get("size")))
     atomic_write_lines(meta / "localization.txt", _localization_lines(rows))
+    return meta
 
 
-def _localization_lines(rows: list[dict]) -> Iterable[str]:
+def _localization_lines(rows: Sequence[dict]) -> Iterable[str]:
     for r in rows:
         for box in r.get("boxes", ()):
             yield r["image_id"] + "," + ",".join(str(int(v)) for v in box)
         for i, mask in enumerate(r.get("masks", ())):
             ignore = r.get("ignore", "") if i == 0 else ""
             yield f"{r['image_id']},{mask},{ignore or ''}"
+
+
+def _check_field(text: str, what: str, where: str) -> None:
+    if not text or "," in text or "\n" in text or "\r" in text:
+        raise DataError(f"{where}: {what} {text!r} cannot be written to a comma-separated row "
+                        f"(empty, a comma or a line break)")
+
+
+def _check_row(meta: Path, index: int, row: dict) -> None:
+    """Raise DataError naming the file and the row for anything the reader would refuse or misread."""
+    missing = [key for key in ("image_id", "label") if key not in row]
+    if missing:
+        raise DataError(f"{meta}: row {index} has no {' or '.join(missing)} (keys given: {sorted(row)})")
+    _check_field(row["image_id"], "image id", f"{meta / 'image_ids.txt'}: row {index}")
+    which = f"row {index} ({row['image_id']})"
+    if int(row["label"]) < 0:
+        raise DataError(f"{meta / 'class_labels.txt'}: {which}: class label {row['label']} is negative")
+    if row.get("size") and min(int(v) for v in row["size"]) <= 0:
+        raise DataError(f"{meta / 'image_sizes.txt'}: {which}: image size must be positive, got {row['size']}")
+    for box in row.get("boxes", ()):
+        check_box([float(int(v)) for v in box], f"{meta / 'localization.txt'}: {which}", Problems())
+    for mask in row.get("masks", ()):
+        _check_field(str(mask), "mask path", f"{meta / 'localization.txt'}: {which}")
+    if row.get("ignore"):
+        _check_field(str(row["ignore"]), "ignore path", f"{meta / 'localization.txt'}: {which}")
 
 
 def check_split(split: str) -> None:

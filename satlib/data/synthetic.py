@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from satlib.files import atomic_write_lines
+from satlib.data.cub import CubRow, write_box_table, write_cub_tables
 from satlib.data.records import DataError, Problems
+from satlib.files import atomic_write_text
 
 SHAPES = ("disc", "triangle", "square", "star", "cross", "ring", "crescent", "heart", "tee", "hourglass")
 PARTS = ("triangle", "square", "disc", "cross", "star", "fork", "ring", "tee")
@@ -286,41 +287,27 @@ def _save_png(array: np.ndarray, path: Path) -> None:
     Image.fromarray(array).save(path, format="PNG", compress_level=6, optimize=False)
 
 
-def _xywh(box: tuple[int, int, int, int]) -> str:
-    x0, y0, x1, y1 = box
-    return f"{x0:.1f} {y0:.1f} {x1 - x0:.1f} {y1 - y0:.1f}"
-
-
 def _generate(cfg: SynthConfig, out: Path) -> None:
     names = cfg.class_names
     n_test = max(1, round(cfg.per_class * cfg.test_fraction))
-    tables: dict[str, list[str]] = {k: [] for k in ("images", "labels", "split", "boxes", "parts")}
-    image_id = 0
+    rows: list[CubRow] = []
+    part_boxes: list[tuple[int, tuple[int, int, int, int]]] = []
     for label, name in enumerate(names):
         class_dir = f"{label + 1:03d}.{name}"
         for index in range(cfg.per_class):
-            image_id += 1
             rng = np.random.default_rng([cfg.seed, VARIANTS.index(cfg.variant), label, index])
             image, mask, part = draw_example(cfg, label, rng)
             relpath = f"{class_dir}/{name}_{index + 1:04d}.png"
             _save_png(image, out / "images" / relpath)
             _save_png(mask.astype(np.uint8) * 255, out / "segmentations" / relpath)
-            tables["images"].append(f"{image_id} {relpath}")
-            tables["labels"].append(f"{image_id} {label + 1}")
-            tables["split"].append(f"{image_id} {int(index < cfg.per_class - n_test)}")
-            tables["boxes"].append(f"{image_id} {_xywh(mask_box(mask))}")
+            rows.append(CubRow(path=relpath, label=label, train=index < cfg.per_class - n_test, box=mask_box(mask)))
             if part is not None:
-                tables["parts"].append(f"{image_id} {_xywh(mask_box(part))}")
-    atomic_write_lines(out / "images.txt", tables["images"])
-    atomic_write_lines(out / "image_class_labels.txt", tables["labels"])
-    atomic_write_lines(out / "train_test_split.txt", tables["split"])
-    atomic_write_lines(out / "bounding_boxes.txt", tables["boxes"])
-    atomic_write_lines(out / "classes.txt", [f"{i + 1} {label + 1:03d}.{n}" for i, (label, n) in
-                                       enumerate(enumerate(names))])
-    if tables["parts"]:
-        atomic_write_lines(out / "part_boxes.txt", tables["parts"])
+                part_boxes.append((len(rows), mask_box(part)))
+    write_cub_tables(out, rows, class_names=[f"{label + 1:03d}.{name}" for label, name in enumerate(names)])
+    if part_boxes:
+        write_box_table(out / "part_boxes.txt", part_boxes)
     description = {"generator": "satlib.data.synthetic", "format_version": FORMAT_VERSION, **asdict(cfg)}
-    (out / "synthetic.json").write_text(json.dumps(description, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(out / "synthetic.json", json.dumps(description, indent=2, sort_keys=True) + "\n")
 
 
 def make_synthetic_dataset(out: str | Path, *, num_classes: int = 6, per_class: int = 200, size: int = 96,
