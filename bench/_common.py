@@ -1,4 +1,4 @@
-"""Helpers shared by the bench scripts: atomic writes, number formatting, fake JPEG datasets (CUB layout)."""
+"""Helpers shared by the bench scripts: atomic writes, numbers, fake JPEG datasets (CUB layout)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,11 @@ def write_json(path: str | os.PathLike, payload: dict) -> None:
 
 def fmt(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    """a / b, or None when either is missing or b is 0."""
+    return None if a is None or b is None or b == 0 else a / b
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""bench/gpu_suite.py: the CPU smoke run covers every section; the runner keeps going past failures."""
+"""bench/gpu_suite.py (its parts in bench/suite/): the CPU smoke run covers every section; the runner keeps
+going past failures."""
 
 import json
 import math
@@ -16,7 +17,12 @@ from satlib.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-import gpu_suite  # noqa: E402
+from suite.harness import SECTIONS, SMOKE, Suite, run_suite  # noqa: E402
+from suite.profile_analysis import summarize_profile  # noqa: E402
+from suite.recipes import Recipe  # noqa: E402
+from suite.report import targets  # noqa: E402
+from suite.sections.model import MODEL_COMPILED, MODEL_EAGER  # noqa: E402
+from suite.sections.training import project, steady_steps  # noqa: E402
 
 
 def numbers(value) -> list[float]:
@@ -42,12 +48,12 @@ def smoke(tmp_path_factory):
 
 def test_smoke_run_reports_every_section_with_numbers(smoke):
     report, out, stdout = smoke
-    assert list(report["sections"]) == list(gpu_suite.SECTIONS)
+    assert list(report["sections"]) == list(SECTIONS)
     for name, entry in report["sections"].items():
         assert entry["status"] == "ok", (name, entry.get("error"))
         assert numbers(entry["results"]), f"{name} has no numbers"
     markdown = (out / "report.md").read_text()
-    assert all(f"### {name}" in markdown for name in gpu_suite.SECTIONS)
+    assert all(f"### {name}" in markdown for name in SECTIONS)
     assert "## Targets" in markdown and "--smoke" in markdown
     assert "== summary" in stdout
 
@@ -55,9 +61,9 @@ def test_smoke_run_reports_every_section_with_numbers(smoke):
 def test_smoke_figures_come_from_the_sizes_asked_for(smoke):
     report, out, _ = smoke
     results = {name: entry["results"] for name, entry in report["sections"].items()}
-    sizes = gpu_suite.SMOKE
+    sizes = SMOKE
     model = results["model"]
-    assert set(model["configs"]) == {c.label for c in (*gpu_suite.MODEL_EAGER, gpu_suite.MODEL_COMPILED)}
+    assert set(model["configs"]) == {c.label for c in (*MODEL_EAGER, MODEL_COMPILED)}
     assert all(c["images_per_s"] > 0 and c["tflops"] > 0 for c in model["configs"].values())
     assert model["gflop_per_image"]["sat"] > 0 and model["ratios"]["sat_time_vs_deit"] > 0
     for protocol in ("sat", "wsoleval"):
@@ -81,7 +87,7 @@ def test_smoke_figures_come_from_the_sizes_asked_for(smoke):
 def test_a_failing_or_slow_section_is_recorded_and_the_suite_goes_on(tmp_path):
     # The budget leaves seconds of slack for writing the reports on a loaded machine: "late" must still
     # start (and be cut at the budget's end), "after" must find nothing left.
-    suite = gpu_suite.Suite(sizes=replace(gpu_suite.SMOKE, budget=6.0, min_section=0.2), device=torch.device("cpu"),
+    suite = Suite(sizes=replace(SMOKE, budget=6.0, min_section=0.2), device=torch.device("cpu"),
                             out=tmp_path, work=tmp_path / "work", smoke=True)
     suite.report = {"suite": {"command": "test"}, "sections": {}}
 
@@ -97,7 +103,7 @@ def test_a_failing_or_slow_section_is_recorded_and_the_suite_goes_on(tmp_path):
         results["value"] = 3.5
 
     start = time.perf_counter()
-    gpu_suite.run_suite(suite, [("fails", fails, 10), ("slow", slow, 0.3), ("fine", fine, 10), ("late", slow, 10),
+    run_suite(suite, [("fails", fails, 10), ("slow", slow, 0.3), ("fine", fine, 10), ("late", slow, 10),
                                 ("after", fine, 10)])
     assert time.perf_counter() - start < 8
     sections = json.loads((tmp_path / "report.json").read_text())["sections"]
@@ -115,22 +121,22 @@ def test_steady_steps_splits_step_time_from_epoch_boundaries():
     # Three epochs: steps 1 s apart (2 s for an epoch's second step), 3 s across each boundary; the
     # callbacks run at 4.5, 11.5 and 20 (the last epoch's closing evaluation takes the extra time).
     times = [1, 2, 3, 4, 7, 9, 10, 11, 14, 16, 17, 18]
-    out = gpu_suite.steady_steps([float(t) for t in times], [4.5, 11.5, 20.0], warm=1)
+    out = steady_steps([float(t) for t in times], [4.5, 11.5, 20.0], warm=1)
     inside = [1, 1, 1, 2, 1, 1, 2, 1, 1]
     assert out["step_s"] == pytest.approx(sum(inside) / len(inside))
     assert out["steady_step_s"] == pytest.approx(1.0)  # second halves only
     assert out["boundary_s"] == pytest.approx(3 - sum(inside) / len(inside))
     assert out["epoch_wall_s"] == pytest.approx(7.0) and out["intervals"] == len(inside)
-    assert gpu_suite.steady_steps([1.0], [2.0], warm=1) == {}
+    assert steady_steps([1.0], [2.0], warm=1) == {}
 
 
 def test_projection_uses_the_epoch_wall_time_only_when_the_stand_in_has_the_real_epoch():
     run = {"step_s": 0.6, "steady_step_s": 0.5, "boundary_s": 2.0, "epoch_wall_s": 8.0}
     results = {"images_per_step": 100, "steps_per_epoch": 10, "run": run, "evaluation": {"images_per_s": 100.0}}
-    cub = gpu_suite.project(gpu_suite.Recipe("cub", "cub_run", 1000, 500), load_config("cub"), results)
+    cub = project(Recipe("cub", "cub_run", 1000, 500), load_config("cub"), results)
     assert (cub["epochs"], cub["evaluations"], cub["epoch_s"]) == (30, 6, 8.0)  # eval_every 5 over 30 epochs
     assert cub["total_s"] == pytest.approx(30 * 8.0 + 6 * 5.0)
-    imagenet = gpu_suite.project(gpu_suite.Recipe("imagenet", "imagenet_run", 100_000, 1000),
+    imagenet = project(Recipe("imagenet", "imagenet_run", 100_000, 1000),
                                  load_config("imagenet"), results)
     assert imagenet["steps_per_epoch"] == 1000 and imagenet["epoch_s"] == pytest.approx(1000 * 0.5 + 2.0)
     assert imagenet["total_s"] == pytest.approx(502.0 + 10.0)
@@ -144,7 +150,7 @@ def test_targets_compare_each_value_with_its_goal():
                                           "SAT sdpa bf16 + compile": {"images_per_s": 5200.0},
                                           "DeiT-S bf16 (timm)": {"images_per_s": 9000.0}}}},
         "train_cub": {"results": {"loader_only_images_per_s": 2000.0, "model_only_images_per_s": 4000.0}}}}
-    met = {t["target"]: (t["value"], t["met"]) for t in gpu_suite.targets(report)}
+    met = {t["target"]: (t["value"], t["met"]) for t in targets(report)}
     assert met["bf16 + compile images/s over explicit fp32"] == (3.2, True)
     assert met["bf16 + compile peak memory over explicit fp32"] == (0.7, False)
     assert met["SAT bf16 step time over timm DeiT-S bf16"] == (1.05, True)
@@ -168,12 +174,12 @@ def test_profile_summary_reads_kernels_syncs_and_copies_per_step():
               event("aten::mm", 10, 600.0, 100.0), event("aten::add", 20, 150.0, 300.0),
               event("aten::_local_scalar_dense", 3, cpu_us=5.0), event("cudaStreamSynchronize", 4, cpu_us=900.0),
               event("cudaLaunchKernel", 35, cpu_us=70.0)]
-    out = gpu_suite.summarize_profile(events, steps=2, wall_s=0.002, cuda=True)
+    out = summarize_profile(events, steps=2, wall_s=0.002, cuda=True)
     assert out["kernel_ms"] == pytest.approx(0.5) and out["gpu_busy"] == pytest.approx(0.5)
     assert out["kernel_share"] == pytest.approx({"matmul": 0.6, "attention": 0.2, "elementwise": 0.15, "copy": 0.05})
     assert (out["host_syncs"], out["pageable_copies"], out["launches"]) == (2.0, 1.0, 17.5)
     assert out["maybe_sync_ops"] == {"aten::_local_scalar_dense": 1.5, "cudaStreamSynchronize": 2.0}
     assert [op["name"] for op in out["top_ops"]] == ["aten::mm", "aten::add", "aten::_local_scalar_dense"]
     assert out["top_ops"][0]["self_device_ms"] == pytest.approx(0.3) and out["top_kernels"][0]["calls"] == 5
-    on_cpu = gpu_suite.summarize_profile(events[4:], steps=1, wall_s=0.01, cuda=False)
+    on_cpu = summarize_profile(events[4:], steps=1, wall_s=0.01, cuda=False)
     assert on_cpu["gpu_busy"] is None and on_cpu["top_ops"][0]["name"] == "aten::add"  # by self CPU time
