@@ -1,9 +1,11 @@
-"""The book builds offline with no warnings, and every toc page carries its notebook's figures."""
+"""The book builds offline with no warnings, every toc page carries its notebook's figures, and its scripts
+and stylesheets (MathJax included) come with the build."""
 
 from __future__ import annotations
 
 import re
 from html.parser import HTMLParser
+from urllib.parse import urlparse
 
 import pytest
 
@@ -40,6 +42,27 @@ def main_images(html: str) -> list[str]:
     return parser.images
 
 
+class PageAssets(HTMLParser):
+    """Collects the <script src> and <link rel="stylesheet" href> of a page, as written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.assets: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "script" and attrs.get("src"):
+            self.assets.append(attrs["src"])
+        elif tag == "link" and attrs.get("rel") == "stylesheet" and attrs.get("href"):
+            self.assets.append(attrs["href"])
+
+
+def page_assets(html: str) -> list[str]:
+    parser = PageAssets()
+    parser.feed(html)
+    return parser.assets
+
+
 def test_build_has_no_warnings(built_book):
     warnings = [line for line in built_book.log.splitlines()
                 if re.search(r"\b(WARNING|ERROR)\b", line) and not any(p in line for p in HARMLESS_WARNINGS)]
@@ -58,3 +81,19 @@ def test_every_toc_page_is_built_with_its_figures(built_book, name):
     for src in images:
         if not src.startswith("data:"):
             assert (page.parent / src).is_file(), f"{name}: image {src} is not in the build"
+
+
+@pytest.mark.parametrize("name", toc_files())
+def test_every_script_and_stylesheet_comes_with_the_build(built_book, name):
+    page = built_book.html / f"{name}.html"
+    assets = page_assets(page.read_text(encoding="utf-8"))
+    outside = [url for url in assets if urlparse(url).scheme or url.startswith("//")]
+    assert not outside, f"{name}: scripts or stylesheets from outside the build, missing offline: {outside}"
+    missing = [url for url in assets if not (page.parent / urlparse(url).path).is_file()]
+    assert not missing, f"{name}: scripts or stylesheets not in the build: {missing}"
+
+
+def test_mathjax_and_the_book_css_are_bundled(built_book):
+    static = built_book.html / "_static"
+    assert (static / "mathjax" / "tex-chtml.js").is_file(), "MathJax is not in the build (sphinx-mathjax-offline)"
+    assert (static / "satlib-book.css").is_file(), "book/_static/satlib-book.css is not in the build"
