@@ -60,7 +60,8 @@ READER_CHECKS = r"""async () => {
   const column = (main.querySelector('article') || main).getBoundingClientRect().right;
   const wideImages = Array.from(main.querySelectorAll('img'))
     .filter(img => img.getBoundingClientRect().right > column + 1)
-    .map(img => `${img.getAttribute('src').slice(0, 60)} ends at ${img.getBoundingClientRect().right} px, column at ${column}`);
+    .map(img => `${img.getAttribute('src').slice(0, 60)} ends at ${img.getBoundingClientRect().right} px, `
+                + `column at ${column}`);
   return {raw_tex: rawTex, tex_errors: main.querySelectorAll('mjx-merror').length,
           cut_blocks: cutBlocks, wide_images: wideImages};
 }"""
@@ -87,7 +88,8 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 def browser(tmp_path_factory):
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
-    playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    playwright_api = pytest.importorskip("playwright.sync_api",
+                                         reason="playwright is not installed (pip install playwright)")
     with playwright_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, headless=True,
