@@ -1,12 +1,15 @@
 # Two entry points, both self-contained on a fresh machine (Python 3.10+ on PATH):
 #   make demo   set up .venv and run the embedded demo (synthetic data, CPU)
 #   make test   set up .venv and run the tests (pytest + nbval over the book's chapters)
+# and, while working on the code:
+#   make test-fast  the tests without the chapters (nbval) and without those marked slow (a few minutes)
+#   make lint       ruff over the code (rules in pyproject.toml)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test book clean
+.PHONY: setup demo test test-fast lint book clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +26,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	@$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5)" >&2; fi; exit $$rc
+
+test-fast: $(STAMP)
+	@$(BIN)/python -m pytest -m "not slow" -p no:cacheprovider tests; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5)" >&2; fi; exit $$rc
+
+# The chapters themselves are checked by nbval (make test), not linted.
+lint: $(STAMP)
+	$(BIN)/ruff check satlib bench tests data_scripts book/*.py
 
 # The book. `make notebooks` executes every chapter of _toc.yml in place (the committed notebooks carry
 # their outputs; NB=book/05_measuring.ipynb runs only that one); `make book` builds the HTML into

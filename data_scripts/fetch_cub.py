@@ -13,8 +13,17 @@ import shutil
 import sys
 from pathlib import Path
 
-from satlib.data.archives import (CUB_MD5, CUB_SEGMENTATIONS_MD5, CUB_SEGMENTATIONS_URL, CUB_URL,
-                                  DownloadError, atomic_dir, check_md5, download, extract_tar)
+from satlib.data.archives import (
+    CUB_MD5,
+    CUB_SEGMENTATIONS_MD5,
+    CUB_SEGMENTATIONS_URL,
+    CUB_URL,
+    DownloadError,
+    atomic_dir,
+    check_md5,
+    download,
+    extract_tar,
+)
 from satlib.data.cub import read_cub
 from satlib.data.records import DataError, Problems
 

@@ -20,7 +20,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from satlib.data.archives import DownloadError, KNOWN_MD5, atomic_dir, check_md5, extract_tar
+from satlib.data.archives import KNOWN_MD5, DownloadError, atomic_dir, check_md5, extract_tar
 from satlib.data.convert import imagenet_val_metadata
 from satlib.data.imagenet import class_folders
 from satlib.data.records import DataError

@@ -46,6 +46,7 @@ def smoke(tmp_path_factory):
     return json.loads((out / "report.json").read_text()), out, result.stdout
 
 
+@pytest.mark.slow  # the smoke run: ~20 s alone, ~45 s on 2 busy cores
 def test_smoke_run_reports_every_section_with_numbers(smoke):
     report, out, stdout = smoke
     assert list(report["sections"]) == list(SECTIONS)
@@ -58,6 +59,7 @@ def test_smoke_run_reports_every_section_with_numbers(smoke):
     assert "== summary" in stdout
 
 
+@pytest.mark.slow  # shares the smoke run above
 def test_smoke_figures_come_from_the_sizes_asked_for(smoke):
     report, out, _ = smoke
     results = {name: entry["results"] for name, entry in report["sections"].items()}
@@ -84,6 +86,7 @@ def test_smoke_figures_come_from_the_sizes_asked_for(smoke):
     assert len(report["targets"]) == 6
 
 
+@pytest.mark.slow  # waits out a 6 s budget
 def test_a_failing_or_slow_section_is_recorded_and_the_suite_goes_on(tmp_path):
     # The budget leaves seconds of slack for writing the reports on a loaded machine: "late" must still
     # start (and be cut at the budget's end), "after" must find nothing left.

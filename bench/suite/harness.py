@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from _common import write_json, write_text
 
+from _common import write_json, write_text
 from suite.report import limits, render_markdown, targets
 
 REPO = Path(__file__).resolve().parents[2]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import timm
 import torch
-from _common import fmt, ratio
 
 import satlib
+
+from _common import fmt, ratio
 
 
 def results_of(report: dict, name: str) -> dict:

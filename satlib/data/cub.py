@@ -22,8 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from satlib.data.records import (DataError, Problems, Record, check_box, parse_floats, parse_int,
-                                 read_rows, require_file)
+from satlib.data.records import DataError, Problems, Record, check_box, parse_floats, parse_int, read_rows, require_file
 from satlib.files import atomic_write_lines
 
 CUB_FILES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "bounding_boxes.txt",

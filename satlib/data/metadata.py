@@ -19,8 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from satlib.data.records import (DataError, Problems, Record, check_box, parse_floats, parse_int,
-                                 read_rows, require_file)
+from satlib.data.records import DataError, Problems, Record, check_box, parse_floats, parse_int, read_rows, require_file
 from satlib.files import atomic_write_lines
 
 METADATA_FILES = ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt")

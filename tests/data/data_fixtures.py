@@ -20,6 +20,13 @@ def save(array: np.ndarray, path: Path, **kwargs) -> Path:
     return path
 
 
+def rectangle(shape: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int], value: int = 255) -> np.ndarray:
+    """(h, w) uint8 mask, `value` on rows[0]:rows[1] x cols[0]:cols[1], 0 elsewhere."""
+    mask = np.zeros(shape, np.uint8)
+    mask[rows[0]:rows[1], cols[0]:cols[1]] = value
+    return mask
+
+
 def write(path: Path, lines: list[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(line + "\n" for line in lines))
@@ -60,12 +67,10 @@ def make_openimages(root: Path) -> Path:
     """wsolevaluation OpenImages-style split "test": two images, one with two masks and an ignore mask."""
     save(coordinate_image(40, 20), root / "test" / "c1" / "a.jpg", quality=95)
     save(coordinate_image(30, 30), root / "test" / "c2" / "b.jpg", quality=95)
-    m1 = np.zeros((20, 40), np.uint8); m1[2:6, 3:10] = 255
-    m2 = np.zeros((20, 40), np.uint8); m2[10:15, 20:30] = 255
-    ignore = np.zeros((20, 40), np.uint8); ignore[0:8, 0:12] = 255  # overlaps m1: fg wins
-    mb = np.zeros((30, 30), np.uint8); mb[5:25, 5:25] = 1  # any nonzero value is foreground
-    save(m1, root / "test" / "c1" / "a_m1.png"); save(m2, root / "test" / "c1" / "a_m2.png")
-    save(ignore, root / "test" / "c1" / "a_ignore.png"); save(mb, root / "test" / "c2" / "b_m1.png")
+    save(rectangle((20, 40), rows=(2, 6), cols=(3, 10)), root / "test" / "c1" / "a_m1.png")
+    save(rectangle((20, 40), rows=(10, 15), cols=(20, 30)), root / "test" / "c1" / "a_m2.png")
+    save(rectangle((20, 40), rows=(0, 8), cols=(0, 12)), root / "test" / "c1" / "a_ignore.png")  # overlaps m1: fg wins
+    save(rectangle((30, 30), rows=(5, 25), cols=(5, 25), value=1), root / "test" / "c2" / "b_m1.png")  # nonzero: fg
     meta = root / "metadata" / "test"
     write(meta / "image_ids.txt", ["test/c1/a.jpg", "test/c2/b.jpg"])
     write(meta / "class_labels.txt", ["test/c1/a.jpg,0", "test/c2/b.jpg,1"])
@@ -78,7 +83,7 @@ def make_openimages(root: Path) -> Path:
 def make_imagenet(root: Path) -> Path:
     """ImageNet: train class folders (3 classes, 1-4 images) and a val split with multi-box metadata."""
     counts = {"n01440764": 4, "n01443537": 1, "n01484850": 3}
-    for c, (wnid, n) in enumerate(counts.items()):
+    for wnid, n in counts.items():
         for k in range(n):
             save(coordinate_image(24 + k, 20), root / "train" / wnid / f"{wnid}_{k}.JPEG", format="JPEG")
     save(coordinate_image(50, 40), root / "val" / "ILSVRC2012_val_00000001.JPEG", format="JPEG")

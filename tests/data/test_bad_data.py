@@ -5,6 +5,7 @@ import logging
 import pytest
 
 from satlib.data import DataError, build_dataset, build_loader
+
 from data_fixtures import make_imagenet, make_openimages, write
 
 

@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-from data_fixtures import coordinate_image, make_cub, save, write
 
 from satlib.data import build_dataset
 from satlib.data.archives import md5sum
+
+from data_fixtures import coordinate_image, make_cub, write
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "data_scripts"
 NAMES = ("fetch_cub", "prepare_imagenet", "fetch_wsoleval_metadata", "convert_cub", "verify_checksums")
@@ -99,7 +100,8 @@ def jpeg_bytes(w: int, h: int) -> bytes:
 
 VAL_XML = """<annotation><folder>val</folder><filename>{name}</filename>
 <size><width>{w}</width><height>{h}</height><depth>3</depth></size>{objects}</annotation>"""
-OBJECT = "<object><name>{wnid}</name><bndbox><xmin>{0}</xmin><ymin>{1}</ymin><xmax>{2}</xmax><ymax>{3}</ymax></bndbox></object>"
+OBJECT = ("<object><name>{wnid}</name><bndbox><xmin>{0}</xmin><ymin>{1}</ymin><xmax>{2}</xmax><ymax>{3}</ymax>"
+          "</bndbox></object>")
 
 
 def test_prepare_imagenet_from_archives(tmp_path):

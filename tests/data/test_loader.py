@@ -3,11 +3,12 @@ import socket
 import pytest
 import torch
 import torch.distributed as dist
-from data_fixtures import make_imagenet
 
 from satlib.data import build_dataset, build_loader, collate, default_workers
 from satlib.data.io import decode_jpegs, decode_rgb, is_jpeg, read_bytes
 from satlib.data.loader import DeviceLoader, finish_on_device
+
+from data_fixtures import make_imagenet
 
 
 def item(label, k=1, mask=False):

@@ -1,10 +1,11 @@
 import torch
-from data_fixtures import make_imagenet, make_openimages
 
 from satlib.data import build_dataset
 from satlib.data.convert import cub_to_metadata, metadata_to_cub
 from satlib.data.metadata import read_metadata
 from satlib.data.records import Problems
+
+from data_fixtures import make_imagenet, make_openimages
 
 
 def test_imagenet_val_boxes_several_per_image(tmp_path):

@@ -1,7 +1,8 @@
 import pytest
-from data_fixtures import make_imagenet
 
 from satlib.data import build_dataset, few_shot_indices
+
+from data_fixtures import make_imagenet
 
 LABELS = [0] * 10 + [1] * 3 + [2] * 7 + [0] * 5  # class 0 has 15, class 1 has 3, class 2 has 7
 

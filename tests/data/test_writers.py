@@ -2,12 +2,13 @@
 
 import numpy as np
 import pytest
-from data_fixtures import CUB_IMAGES, make_cub
 
 from satlib.data.cub import CUB_FILES, CubRow, read_classes, read_cub, write_box_table, write_cub_tables
 from satlib.data.metadata import METADATA_FILES, read_metadata, write_metadata
 from satlib.data.records import DataError, Problems
 from satlib.data.synthetic import read_part_boxes
+
+from data_fixtures import CUB_IMAGES, make_cub
 
 ROWS = [CubRow(path="001.a/x 1.jpg", label=0, train=True, box=(4.0, 3.5, 24.0, 18.25)),
         CubRow(path="002.b/y.jpg", label=1, train=False, box=(0, 0, 63, 31)),
@@ -44,7 +45,8 @@ def test_cub_tables_are_byte_for_byte_the_official_layout(tmp_path):
     (CubRow("001.a/x.jpg", -1, True, (0, 0, 1, 1)), ["a", "b"], r"class index -1 outside"),
     (CubRow("001.a/x.jpg", 0, True, (5, 0, 1, 1)), ["a"],
      r"bounding_boxes\.txt: image id 2 \(001\.a/x\.jpg\): box .* not a valid box"),
-    (CubRow("001.a/x\n.jpg", 0, True, (0, 0, 1, 1)), ["a"], r"images\.txt: image id 2: image path .* cannot be written"),
+    (CubRow("001.a/x\n.jpg", 0, True, (0, 0, 1, 1)), ["a"],
+     r"images\.txt: image id 2: image path .* cannot be written"),
     (CubRow(" x.jpg", 0, True, (0, 0, 1, 1)), ["a"], r"image path ' x\.jpg' cannot be written"),
     (CubRow("x.jpg", 0, True, (0, 0, 1, 1)), ["a", ""], r"classes\.txt: class id 2: class name '' cannot be written"),
 ])

@@ -23,7 +23,8 @@ def sharpen(model: SAT) -> SAT:
     return model
 
 
-@pytest.mark.parametrize("name", satlib.list_models())
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if "_base_" in name else name
+                                  for name in satlib.list_models()])  # DeiT-B: ~10 s on 2 cores
 def test_every_variant_runs_forward_and_backward(seeded, name):
     model = satlib.create_model(name, num_classes=3, img_size=32)
     out = model(torch.randn(2, 3, 32, 32))

@@ -5,13 +5,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import bench_data
-from _common import fake_box, fake_class_names, fake_jpeg_paths, make_fake_jpegs
-
 from satlib.data import build_dataset, build_loader, default_workers
 from satlib.data.cub import CubRow, write_cub_tables
 from satlib.data.loader import cpu_count
 
+import bench_data
+from _common import fake_box, fake_class_names, fake_jpeg_paths, make_fake_jpegs
 from suite.harness import Suite
 from suite.recipes import CUB, recipe_batch
 

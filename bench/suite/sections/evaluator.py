@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import bench_eval
 import torch
 
+import bench_eval
 from suite.harness import Sizes, Suite
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-import bench_model
 import torch
-from _common import fmt, ratio
 from torch.utils.flop_counter import FlopCounterMode
 
+import bench_model
+from _common import fmt, ratio
 from suite.harness import Suite
 
 MODEL_EAGER = (bench_model.Config("SAT explicit fp32", "sat", "explicit", "fp32"),

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import time
 
-import bench_eval
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from satlib.evaluation import LocalizationEvaluator
 from satlib.train import train
 
+import bench_eval
 from suite.harness import StepClock, Suite
 from suite.profile_analysis import save_trace, summarize_profile
 from suite.recipes import CUB, recipe_batch, recipe_config

@@ -14,10 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-import bench_data
-import bench_model
 import torch
-from _common import ratio
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from satlib.config import Config, load_config
@@ -25,6 +22,9 @@ from satlib.data.cub import read_classes
 from satlib.data.records import Problems
 from satlib.train import Dist, build_datasets, build_model, evaluate, test_loader, train, train_loader
 
+import bench_data
+import bench_model
+from _common import ratio
 from suite.harness import StepClock, Suite
 from suite.recipes import CUB, Recipe, recipe_batch, recipe_config
 from suite.sections.data import data_views
