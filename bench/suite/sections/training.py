@@ -17,10 +17,14 @@ from typing import Callable
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
+from satlib.checkpoint import build_model
 from satlib.config import Config, load_config
 from satlib.data.cub import read_classes
+from satlib.data.from_config import build_datasets, test_loader, train_loader
 from satlib.data.records import Problems
-from satlib.train import Dist, build_datasets, build_model, evaluate, test_loader, train, train_loader
+from satlib.evaluation.evaluate import evaluate_model
+from satlib.runtime import Dist
+from satlib.train import train
 
 import bench_data
 import bench_model
@@ -138,13 +142,13 @@ def loader_only_rate(suite: Suite, config: Config) -> tuple[float, int]:
 
 
 def timed_evaluation(suite: Suite, config: Config, root: Path, classes: int) -> dict:
-    """satlib.train.evaluate (with CAM, as the closing evaluation) over `root`'s whole test split."""
+    """evaluate_model (with CAM, as the closing evaluation) over `root`'s whole test split."""
     _, test_set = build_datasets(config, root, train=False)
     model = build_model(config, classes).to(suite.device)
     loader = test_loader(test_set, config, Dist(device=suite.device))
     suite.sync()
     start = time.perf_counter()
-    evaluate(model, loader, config, suite.device, cam=True)
+    evaluate_model(model, loader, config, suite.device, cam=True)
     suite.sync()
     seconds = time.perf_counter() - start
     return {"images": len(test_set), "seconds": seconds, "images_per_s": len(test_set) / seconds,
