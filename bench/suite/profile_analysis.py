@@ -5,6 +5,9 @@ from __future__ import annotations
 import gzip
 import shutil
 from pathlib import Path
+from typing import BinaryIO
+
+from satlib.files import atomic_write
 
 # CPU-side events that block the host until the device catches up (or mark an op that does).
 SYNC_EVENTS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize",
@@ -64,11 +67,17 @@ def summarize_profile(events, steps: int, wall_s: float, cuda: bool, top: int = 
 def save_trace(prof, path: Path, limit_mb: float = 15.0) -> str | None:
     """The profile as a gzipped Chrome trace next to the report (dropped over `limit_mb`)."""
     raw = path.with_suffix("")
-    prof.export_chrome_trace(str(raw))
-    with open(raw, "rb") as src, gzip.open(path, "wb") as dst:
-        shutil.copyfileobj(src, dst)
-    raw.unlink()
+    try:
+        prof.export_chrome_trace(str(raw))
+        atomic_write(path, lambda f: _gzip_copy(raw, f))
+    finally:
+        raw.unlink(missing_ok=True)
     if path.stat().st_size > limit_mb * 2**20:
         path.unlink()
         return None
     return path.name
+
+
+def _gzip_copy(src: Path, out: BinaryIO) -> None:
+    with open(src, "rb") as raw, gzip.GzipFile(filename=src.name, mode="wb", fileobj=out) as packed:
+        shutil.copyfileobj(raw, packed)
