@@ -2,9 +2,16 @@
 
 __version__ = "0.1.0"
 
-from satlib.losses import SATLoss, area_loss, gaussian_kernel, normalization_loss  # noqa: E402
-from satlib.models import (SAT, LoadReport, SATOutput, convert_official_checkpoint, create_model,  # noqa: E402
-                           list_models, load_pretrained)
+from satlib.losses import SATLoss, area_loss, gaussian_kernel, normalization_loss
+from satlib.models import (
+    SAT,
+    LoadReport,
+    SATOutput,
+    convert_official_checkpoint,
+    create_model,
+    list_models,
+    load_pretrained,
+)
 
 __all__ = ["__version__", "SAT", "SATOutput", "SATLoss", "LoadReport", "create_model", "list_models",
            "convert_official_checkpoint", "load_pretrained", "area_loss", "normalization_loss",

@@ -1,5 +1,8 @@
 """Checkpoints: written atomically, read without executing pickled code, rebuilt into a model.
 
+`build_model(config)` is the one path from a config to a model: training builds with it, and
+`model_from_checkpoint` rebuilds a trained model with it from the config the checkpoint stores.
+
 A satlib checkpoint is a dict::
 
     model       state dict
@@ -15,8 +18,8 @@ from typing import Any
 
 import torch
 
-from satlib.files import atomic_write
 from satlib.config import Config, config_from_dict
+from satlib.files import atomic_write, read_weights_only
 
 
 class CheckpointError(ValueError):
@@ -30,16 +33,30 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint with `weights_only=True` (no pickled code runs)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # truncated zip, foreign pickle, ...
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from err
+        payload = read_weights_only(path, map_location)
+    except (FileNotFoundError, ValueError) as err:  # missing, truncated zip, foreign pickle, ...
+        raise CheckpointError(str(err)) from err
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: expected a dict, got {type(payload).__name__}")
     return payload
+
+
+def build_model(config: Config, num_classes: int | None = None, *, with_pretrained: bool = True) -> torch.nn.Module:
+    """The model `config.model` describes for `config.data.img_size` inputs (num_classes overrides the config's).
+
+    `model.pretrained` loads backbone weights ("timm": the variant's own, else a local file) unless
+    `with_pretrained=False` (a checkpoint's weights are about to replace them).
+    """
+    from satlib.models import create_model
+
+    m = config.model
+    pretrained: bool | str = False
+    if with_pretrained and m.pretrained:
+        pretrained = True if m.pretrained == "timm" else m.pretrained
+    return create_model(m.name, num_classes=num_classes or m.num_classes, pretrained=pretrained,
+                        img_size=config.data.img_size, drop_rate=m.drop_rate, drop_path_rate=m.drop_path_rate,
+                        num_query_blocks=m.num_query_blocks, attn_impl=m.attn_impl, **m.kwargs)
 
 
 def model_from_checkpoint(path: str | Path, *, official: bool = False, device: str | torch.device = "cpu",
@@ -49,7 +66,7 @@ def model_from_checkpoint(path: str | Path, *, official: bool = False, device: s
     `official=True` reads a checkpoint of the official SAT release (no stored config): the model is
     the official DeiT-T/S/B variant its width names, with the class count read from its head.
     """
-    from satlib.models import VARIANTS, convert_official_checkpoint, create_model
+    from satlib.models import VARIANTS, convert_official_checkpoint
 
     payload = load_checkpoint(path)
     if official:
@@ -70,20 +87,20 @@ def model_from_checkpoint(path: str | Path, *, official: bool = False, device: s
                                   f"for a checkpoint of the official SAT release pass --official")
         state = payload["model"]
         config = config_from_dict(payload["config"], source=f"{path}: config")
-    model = create_model(config.model.name, num_classes=config.model.num_classes, img_size=config.data.img_size,
-                         num_query_blocks=config.model.num_query_blocks, attn_impl=config.model.attn_impl,
-                         **config.model.kwargs)
-    _load_state(model, state, path)
+    model = build_model(config, with_pretrained=False)
+    _load_state_strict(model, state, path)
     return model.to(device).eval(), config, payload
 
 
-def _load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
-    """load_state_dict(strict) with an error that names the key and both shapes."""
+def _load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """load_state_dict(strict=True) with errors that name the file, the key and both shapes."""
+    from satlib.models.weights import check_shapes
+
     own = model.state_dict()
-    for key, value in state.items():
-        if key in own and own[key].shape != value.shape:
-            raise CheckpointError(f"{path}: '{key}' has shape {tuple(value.shape)} in the checkpoint but "
-                                  f"{tuple(own[key].shape)} in the model")
+    try:
+        check_shapes(state, own, str(path))
+    except ValueError as err:
+        raise CheckpointError(str(err)) from err
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:

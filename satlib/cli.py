@@ -18,7 +18,8 @@ from pathlib import Path
 
 
 def _data_synth(args: argparse.Namespace) -> int:
-    from satlib.data.synthetic import make_synthetic_dataset, trivial_baselines
+    from satlib.data.synthetic import make_synthetic_dataset
+    from satlib.evaluation.baselines import trivial_baselines
 
     out = make_synthetic_dataset(args.out, num_classes=args.num_classes, per_class=args.per_class,
                                  size=args.size, seed=args.seed, variant=args.variant)
@@ -61,7 +62,7 @@ def _train(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from satlib.predict import evaluate_checkpoint
+    from satlib.assess import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(args.checkpoint, data_root=args.data_root, dataset=args.dataset,
                                   official=args.official, protocol=args.protocol, tencrop=args.tencrop,
@@ -76,10 +77,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _visualize(args: argparse.Namespace) -> int:
-    from satlib.predict import visualize_checkpoint
+    from satlib.assess import visualize_checkpoint
 
     path = visualize_checkpoint(args.checkpoint, data_root=args.data_root, out=args.out, dataset=args.dataset,
-                                official=args.official, num=args.num, device=args.device)
+                                official=args.official, num=args.num, cam=args.cam, device=args.device)
     print(f"wrote {path}")
     return 0
 
@@ -104,6 +105,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from satlib.config import choices, packaged_recipes
+    from satlib.data.synthetic import VARIANTS as SYNTHETIC_VARIANTS
+
     parser = argparse.ArgumentParser(prog="satlib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -112,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--time-budget", type=float, default=None,
-                      help="training seconds (default: the recipe's budget)")
+                      help="safety cap in training seconds; a run that hits it stops early and is not the "
+                           "reference result (default: the recipe's cap)")
     demo.add_argument("--device", default="auto")
     demo.set_defaults(func=_demo)
 
@@ -123,15 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--per-class", type=int, default=200)
     synth.add_argument("--size", type=int, default=96, help="image side in pixels")
     synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--variant", default="shapes", choices=["shapes", "parts"])
+    synth.add_argument("--variant", default="shapes", choices=SYNTHETIC_VARIANTS)
     synth.set_defaults(func=_data_synth)
 
     train = commands.add_parser(
         "train", help="train SAT (any config value can be overridden as section.key=value)",
         epilog="Extra arguments `section.key=value` (or --section.key=value) override the config, "
                "e.g. train.area_thr=0.3 model.kwargs.depth=6.")
-    train.add_argument("--config", help="YAML recipe (a path, or a packaged name: cub, imagenet, synthetic_cpu)")
-    train.add_argument("--dataset", choices=["synthetic", "cub", "imagenet", "openimages"])
+    train.add_argument("--config",
+                       help=f"YAML recipe (a path, or a packaged name: {', '.join(packaged_recipes())})")
+    train.add_argument("--dataset", choices=choices("data.dataset"))
     train.add_argument("--data-root", help="dataset folder")
     train.add_argument("--model", help="model name (satlib.list_models())")
     train.add_argument("--epochs", type=int)
@@ -143,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--pretrained", help="backbone weights file (.pth/.safetensors) or 'timm'")
     train.add_argument("--per-class", type=int, help="few-shot: training images per class")
     train.add_argument("--device")
-    train.add_argument("--time-budget", type=float, help="stop and anneal by wall-clock seconds")
+    train.add_argument("--time-budget", type=float,
+                       help="safety cap in wall-clock seconds: the run stops early (not the reference result)")
     train.add_argument("--skip-bad", action="store_const", const=True, help="skip unreadable images")
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -152,9 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="localization metrics of a checkpoint")
     _checkpoint_args(evaluate)
     evaluate.add_argument("--data-root", required=True)
-    evaluate.add_argument("--dataset", choices=["synthetic", "cub", "imagenet", "openimages"],
-                          help="default: the checkpoint's")
-    evaluate.add_argument("--protocol", choices=["sat", "wsoleval"], help="default: the checkpoint's")
+    evaluate.add_argument("--dataset", choices=choices("data.dataset"), help="default: the checkpoint's")
+    evaluate.add_argument("--protocol", choices=choices("eval.protocol"), help="default: the checkpoint's")
     evaluate.add_argument("--thresholds", type=float, nargs="+", help="default: the checkpoint's")
     evaluate.add_argument("--tencrop", action="store_const", const=True, help="ten-crop classification")
     evaluate.add_argument("--skip-bad", action="store_true")
@@ -164,9 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     visualize = commands.add_parser("visualize", help="a grid of test images with maps and boxes")
     _checkpoint_args(visualize)
     visualize.add_argument("--data-root", required=True)
-    visualize.add_argument("--dataset", choices=["synthetic", "cub", "imagenet", "openimages"])
+    visualize.add_argument("--dataset", choices=choices("data.dataset"), help="default: the checkpoint's")
     visualize.add_argument("--out", required=True, help="PNG file")
     visualize.add_argument("--num", type=int, default=16, help="images in the grid")
+    visualize.add_argument("--cam", action="store_true", help="also the network's own CAM, in rows below")
     visualize.set_defaults(func=_visualize)
 
     predict = commands.add_parser("predict", help="class and box for your own images (any size)")

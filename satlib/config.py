@@ -6,7 +6,8 @@ A config file has up to four sections, each a flat mapping of the fields below:
     train: {lr: 1.0e-4, epochs: 30}
 
 Every checkpoint stores the resolved config (`asdict(config)`), so evaluation and prediction rebuild
-the same model and input size from the checkpoint alone.
+the same model and input size from the checkpoint alone. A field with a fixed set of choices is typed
+`Literal[...]` and checked when the file or override is read (`choices("data.dataset")` lists them).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import types
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -29,17 +30,17 @@ class ModelConfig:
     drop_path_rate: float = 0.1
     drop_rate: float = 0.0
     num_query_blocks: int = 3
-    attn_impl: str = "sdpa"  # "sdpa" (fused) or "explicit"
+    attn_impl: Literal["sdpa", "explicit"] = "sdpa"  # fused, or every attention matrix materialised
     kwargs: dict = field(default_factory=dict)  # any other create_model kwargs (embed_dim, depth, ...)
 
 
 @dataclass
 class DataConfig:
-    dataset: str = "synthetic"  # synthetic | cub | imagenet | openimages
+    dataset: Literal["synthetic", "cub", "imagenet", "openimages"] = "synthetic"
     root: str = ""  # dataset folder; for `synthetic`, where the generated set is cached
     img_size: int = 224  # the crop the model sees
     resize_size: int = 256  # resize before the crop (official: 256 -> 224)
-    protocol: str = "sat"  # sat | wsoleval: test-time geometry and box convention
+    protocol: Literal["sat", "wsoleval"] = "sat"  # test-time geometry and box convention
     per_class: int = 0  # > 0: few-shot training subset of that many images per class
     workers: int = -1  # -1 = choose from the machine
     skip_bad: bool = False  # log and skip unreadable images / malformed rows instead of failing
@@ -57,7 +58,7 @@ class TrainConfig:
     min_lr: float = 1e-6
     weight_decay: float = 0.05
     warmup_epochs: float = 0.0
-    schedule: str = "cosine"  # cosine | constant (the official train.py never applies its schedule)
+    schedule: Literal["cosine", "constant"] = "cosine"  # the official train.py never applies its cosine
     grad_accum: int = 1
     area_thr: float = 0.25
     lambda_area: float = 1.0
@@ -69,13 +70,13 @@ class TrainConfig:
     seed: int = 6
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     eval_every: int = 1  # epochs between evaluations; 0 = only after the last epoch
-    time_budget: float = 0.0  # seconds; > 0 sizes the schedule to this wall-clock budget
+    time_budget: float = 0.0  # seconds; > 0 is a safety cap: the run stops early (not the reference result)
     log_every: int = 20
 
 
 @dataclass
 class EvalConfig:
-    protocol: str = "sat"  # sat | wsoleval (see satlib.evaluation)
+    protocol: Literal["sat", "wsoleval"] = "sat"  # see satlib.evaluation
     thresholds: list = field(default_factory=list)  # empty = the protocol's own list
     iou_thresholds: list = field(default_factory=lambda: [30, 50, 70])
     tencrop: bool = False
@@ -104,6 +105,10 @@ def _field_types(section: Any) -> dict[str, Any]:
 def _coerce(value: Any, kind: Any, where: str) -> Any:
     """Check `value` against a field's type; ints pass for floats, None never does."""
     origin = typing.get_origin(kind) or kind
+    if origin is Literal:
+        if value not in typing.get_args(kind) or isinstance(value, bool):
+            raise ConfigError(f"{where}: expected one of {', '.join(typing.get_args(kind))}, got {value!r}")
+        return value
     if origin in (typing.Union, types.UnionType):
         raise TypeError(f"{where}: union field types are not supported")
     if origin is float and isinstance(value, str) and _looks_numeric(value):
@@ -194,8 +199,22 @@ def resolve_config_path(path: str | Path) -> Path:
     packaged = PACKAGED_CONFIGS / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
     if packaged.is_file():
         return packaged
-    names = ", ".join(sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml")))
-    raise ConfigError(f"config file not found: {path} (packaged recipes: {names})")
+    raise ConfigError(f"config file not found: {path} (packaged recipes: {', '.join(packaged_recipes())})")
+
+
+def packaged_recipes() -> list[str]:
+    """Names of the recipes shipped in satlib/configs, sorted ("cub", "imagenet", ...)."""
+    return sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml"))
+
+
+def choices(dotted: str) -> tuple[str, ...]:
+    """The values a fixed-choice field accepts, e.g. choices("data.dataset") -> ("synthetic", "cub", ...)."""
+    section_name, _, key = dotted.partition(".")
+    section = getattr(Config(), section_name, None) if section_name in _SECTIONS else None
+    kind = _field_types(section).get(key) if section is not None else None
+    if typing.get_origin(kind) is not Literal:
+        raise KeyError(f"{dotted!r} is not a config field with a fixed set of choices")
+    return typing.get_args(kind)
 
 
 def config_from_dict(mapping: dict, source: str = "checkpoint") -> Config:

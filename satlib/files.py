@@ -1,9 +1,12 @@
-"""Files written safely: atomic writes, so a reader sees the old file or the whole new one, never half.
+"""Files written safely and read safely: atomic writes, weights-only reads.
 
 Every file satlib writes (checkpoints, metrics, dataset tables, figures, reports) goes through
 `atomic_write`: the bytes go to a temporary file beside the target, which is flushed, given the
 permissions a plain `open(path, "w")` would (mkstemp makes 0600), and renamed onto the target. On any
 error the temporary file is removed and the target is left as it was.
+
+Every torch file satlib reads (its checkpoints, official SAT checkpoints, backbone weights) goes
+through `read_weights_only`: tensors and plain containers, never pickled code.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 
 def _umask() -> int:
@@ -48,3 +51,21 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_lines(path: str | os.PathLike, lines: Iterable[str]) -> Path:
     """Write each line followed by "\\n" to `path` atomically (the text tables of the datasets)."""
     return atomic_write_text(path, "".join(f"{line}\n" for line in lines))
+
+
+def read_weights_only(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """`torch.load(path, weights_only=True)`: tensors and plain containers, never pickled code.
+
+    A missing file is a FileNotFoundError and an unreadable one (truncated, foreign, or holding pickled
+    objects) a ValueError, both naming the file.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # UnpicklingError for pickled code, RuntimeError for a damaged zip
+        raise ValueError(f"{path}: not a readable checkpoint; satlib loads weights only (weights_only=True) "
+                         f"and never runs pickled code ({type(error).__name__}: {error})") from error

@@ -4,21 +4,22 @@
 
 where M (B, rows, cols) is the localization map and s = M smoothed by a fixed 3×3 Gaussian (zero
 padding). The area term pulls the batch's mean map value to `area_thr` (CUB 0.25, ImageNet 0.35 in the
-official code); the normalization term pushes each smoothed value towards 0 or 1.
+official code); the normalization term pushes each smoothed value towards 0 or 1. A training schedule
+may scale both constraints by a weight w in [0, 1] (`constraint_weight`): λ_area · w and λ_norm · w.
+
+This module takes tensors and never imports the model: `SATLoss` reads any output with `.logits`
+(B, classes) and `.loc_map` (B, rows, cols), such as `satlib.models.SATOutput`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
-
-if TYPE_CHECKING:
-    from satlib.models.sat import SATOutput
 
 
 def gaussian_kernel(size: int = 3, nsig: float = 6.0) -> Tensor:
@@ -49,7 +50,7 @@ def normalization_loss(loc_map: Tensor, kernel: Tensor | None = None) -> Tensor:
 
 
 class SATLoss(nn.Module):
-    """CE + λ_area · area constraint + λ_norm · normalization constraint on a SATOutput."""
+    """CE + λ_area · area constraint + λ_norm · normalization constraint on a model's output."""
 
     def __init__(self, area_thr: float = 0.25, lambda_area: float = 1.0, lambda_norm: float = 1.0,
                  kernel_size: int = 3, nsig: float = 6.0) -> None:
@@ -61,15 +62,20 @@ class SATLoss(nn.Module):
         self.lambda_norm = lambda_norm
         self.register_buffer("kernel", gaussian_kernel(kernel_size, nsig), persistent=False)
 
-    def forward(self, out: SATOutput, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Total loss (scalar) and its detached terms {"cls", "area", "norm"}."""
+    def forward(self, out: Any, labels: Tensor, *, constraint_weight: float = 1.0) -> tuple[Tensor, dict[str, Tensor]]:
+        """Total loss (scalar) and its unweighted, detached terms {"cls", "area", "norm"}.
+
+        `out` has `.logits` (B, classes) and `.loc_map` (B, rows, cols); labels are (B,) class indices.
+        `constraint_weight` scales both constraints (a schedule's ramp); 1 is the official loss.
+        """
         loc_map = out.loc_map.float()
         terms = {
             "cls": F.cross_entropy(out.logits.float(), labels),
             "area": area_loss(loc_map, self.area_thr),
             "norm": normalization_loss(loc_map, self.kernel),
         }
-        total = terms["cls"] + self.lambda_area * terms["area"] + self.lambda_norm * terms["norm"]
+        lambda_area, lambda_norm = constraint_weight * self.lambda_area, constraint_weight * self.lambda_norm
+        total = terms["cls"] + lambda_area * terms["area"] + lambda_norm * terms["norm"]
         return total, {name: value.detach() for name, value in terms.items()}
 
     def extra_repr(self) -> str:

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from satlib.cli import main
+
 from tiny_recipe import TINY_MODEL
 
 
@@ -60,9 +61,9 @@ def test_evaluate_an_official_checkpoint(tiny_data, tmp_path, capsys):
     import torch
 
     import satlib
+    from satlib.assess import evaluate_checkpoint
     from satlib.config import load_config
     from satlib.losses import gaussian_kernel
-    from satlib.predict import evaluate_checkpoint
 
     torch.manual_seed(0)
     model = satlib.create_model("sat_deit_tiny_patch16_224", num_classes=3)
@@ -91,3 +92,16 @@ def test_official_checkpoint_of_unknown_width_is_refused(tmp_path):
     torch.save({"model": model.state_dict()}, tmp_path / "odd.pth.tar")
     with pytest.raises(CheckpointError, match=r"odd.pth.tar: cls_token width 64 .*\[192, 384, 768\]"):
         model_from_checkpoint(tmp_path / "odd.pth.tar", official=True)
+
+
+def test_train_choices_and_recipes_come_from_the_code(capsys):
+    from satlib.config import choices, packaged_recipes
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "book_parts" in packaged_recipes() and all(name in help_text for name in packaged_recipes())
+    assert "{" + ",".join(choices("data.dataset")) + "}" in help_text
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--checkpoint", "x.pt", "--data-root", ".", "--dataset", "coco"])
+    assert "invalid choice: 'coco'" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 import pytest
 
-from satlib.config import Config, ConfigError, config_from_dict, load_config
+from satlib.config import Config, ConfigError, choices, config_from_dict, load_config
 
 
 def test_defaults_then_file_then_overrides(tmp_path):
@@ -50,3 +50,36 @@ def test_round_trip_through_a_checkpoint_dict():
     config = load_config("synthetic_cpu", ["model.kwargs.depth=5"])
     again = config_from_dict(config.to_dict())
     assert again == config
+
+
+@pytest.mark.parametrize("dotted, bad", [("train.schedule", "linear"), ("data.dataset", "coco"),
+                                         ("data.protocol", "voc"), ("eval.protocol", "SAT"),
+                                         ("model.attn_impl", "flash")])
+def test_fixed_choice_fields_are_checked_when_the_file_is_read(tmp_path, dotted, bad):
+    section, key = dotted.split(".")
+    path = tmp_path / "run.yaml"
+    path.write_text(f"{section}:\n  {key}: {bad}\n")
+    with pytest.raises(ConfigError, match=rf"run.yaml: '{dotted}': expected one of .* got '{bad}'"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=rf"override '{dotted}={bad}': '{dotted}': expected one of"):
+        load_config(overrides=[f"{dotted}={bad}"])
+    with pytest.raises(ConfigError, match=rf"checkpoint: '{dotted}': expected one of"):
+        config_from_dict({section: {key: bad}})
+    for good in choices(dotted):
+        assert getattr(getattr(load_config(overrides=[f"{dotted}={good}"]), section), key) == good
+
+
+def test_choices_are_the_values_the_code_accepts():
+    from satlib.data.dataset import DATASETS
+    from satlib.data.transforms import PROTOCOLS as DATA_PROTOCOLS
+    from satlib.evaluation import PROTOCOLS
+    from satlib.models.blocks import ATTN_IMPLS
+
+    assert set(choices("data.dataset")) == set(DATASETS)
+    assert set(choices("data.protocol")) == set(DATA_PROTOCOLS)
+    assert set(choices("eval.protocol")) == set(PROTOCOLS)
+    assert set(choices("model.attn_impl")) == set(ATTN_IMPLS)
+    assert set(choices("train.schedule")) == {"cosine", "constant"}
+    with pytest.raises(KeyError, match="train.lr"):
+        choices("train.lr")
+

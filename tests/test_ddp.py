@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from satlib.checkpoint import load_checkpoint
+
 from tiny_recipe import tiny_overrides
 
 # A patch-embedding SAT (no BatchNorm, whose statistics would differ per rank), no drop-path, no flips

@@ -1,6 +1,7 @@
 import json
 
 from satlib.demo import run_demo
+
 from tiny_recipe import tiny_overrides
 
 

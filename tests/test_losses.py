@@ -101,3 +101,18 @@ def test_sat_loss_under_bf16_logits():
     out = fake_output(loc_map)._replace(logits=torch.zeros(2, 4, dtype=torch.bfloat16))
     total, _ = SATLoss()(out, torch.tensor([0, 1]))
     assert total.dtype == torch.float32 and torch.isfinite(total)
+
+
+def test_constraint_weight_scales_both_constraints_and_writes_nothing():
+    loc_map = torch.full((2, 3, 3), 0.5)
+    labels = torch.tensor([1, 3])
+    loss_fn = SATLoss(area_thr=0.25, lambda_area=2.0, lambda_norm=0.5)
+    full, terms = loss_fn(fake_output(loc_map), labels)
+    half, half_terms = loss_fn(fake_output(loc_map), labels, constraint_weight=0.5)
+    none, _ = loss_fn(fake_output(loc_map), labels, constraint_weight=0.0)
+    cls, area, norm = (terms[k].item() for k in ("cls", "area", "norm"))
+    assert full.item() == pytest.approx(cls + 2.0 * area + 0.5 * norm, rel=1e-6)
+    assert half.item() == pytest.approx(cls + 0.5 * (2.0 * area + 0.5 * norm), rel=1e-6)
+    assert none.item() == pytest.approx(cls, rel=1e-6)
+    assert all(torch.equal(terms[k], half_terms[k]) for k in terms)  # the terms come unweighted
+    assert (loss_fn.lambda_area, loss_fn.lambda_norm) == (2.0, 0.5)  # the module keeps its weights

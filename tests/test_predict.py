@@ -1,24 +1,34 @@
 import json
 
+import cv2
 import numpy as np
-import pytest
 from PIL import Image
+from scipy import ndimage
 
-from satlib.predict import predict_paths
-from satlib.train import train
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tiny_data, tmp_path_factory):
-    from satlib.config import load_config
-    from tiny_recipe import tiny_overrides
-
-    out = tmp_path_factory.mktemp("predict_run")
-    train(load_config("synthetic_cpu", tiny_overrides(tiny_data, out, **{"train.epochs": 1})), progress=False)
-    return out / "checkpoint.pt"
+from satlib.checkpoint import model_from_checkpoint
+from satlib.data.io import decode_rgb, read_bytes
+from satlib.predict import localize, predict_paths
 
 
-def test_predict_folder_skips_the_unreadable_file(checkpoint, tmp_path):
+def classes_by_hand(data_root) -> list[str]:
+    """classes.txt's names in id order ("1 001.disc" -> "001.disc")."""
+    return [line.split(" ", 1)[1] for line in (data_root / "classes.txt").read_text().splitlines()]
+
+
+def sat_box_by_hand(loc_map: np.ndarray, threshold: float, height: int, width: int) -> list[int]:
+    """SAT's box on a map scaled to an image of (height, width): min-max normalise, cv2 bilinear resize,
+    pixels above the threshold, the largest 8-connected component's [x0, y0, x1 + 1, y1 + 1]."""
+    normalized = (loc_map - loc_map.min()) / (loc_map.max() - loc_map.min() + 1e-5)
+    scaled = cv2.resize(normalized.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    labels, count = ndimage.label(scaled > threshold, structure=np.ones((3, 3)))
+    if count == 0:
+        return [0, 0, width, height]
+    largest = 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+    rows, cols = np.nonzero(labels == largest)
+    return [int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1]
+
+
+def test_predict_folder_skips_the_unreadable_file(trained_run, tiny_data, tmp_path):
     images = tmp_path / "images"
     images.mkdir()
     rng = np.random.default_rng(0)
@@ -26,23 +36,36 @@ def test_predict_folder_skips_the_unreadable_file(checkpoint, tmp_path):
     Image.fromarray(rng.integers(0, 255, (120, 40, 3), dtype=np.uint8)).save(images / "tall.jpg")
     (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
     out = tmp_path / "out"
-    report = predict_paths(checkpoint, [images, tmp_path / "nope.png"], out, threshold=0.5)
+    report = predict_paths(trained_run.checkpoint, [images, tmp_path / "nope.png"], out, threshold=0.5)
     assert [p["file"].rsplit("/", 1)[-1] for p in report["predictions"]] == ["tall.jpg", "wide.png"]
     assert {s["file"].rsplit("/", 1)[-1] for s in report["skipped"]} == {"broken.jpg", "nope.png"}
+    names = classes_by_hand(tiny_data)
     for prediction in report["predictions"]:
         w, h = prediction["image_size_wh"]
         x0, y0, x1, y1 = prediction["box_xyxy"]
         assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h  # original-image pixels
-        assert 0.0 <= prediction["score"] <= 1.0 and prediction["class_name"] in ("circle", "square", "triangle") \
-            or prediction["class_name"] is not None
+        assert 1 / 3 <= prediction["score"] <= 1.0  # the top softmax probability of 3 classes
+        assert prediction["class_name"] == names[prediction["class_index"]]
         assert (out / prediction["overlay"]).read_bytes()[:4] == b"\x89PNG"
     assert json.loads((out / "predictions.json").read_text()) == report
 
 
-def test_predict_boxes_scale_back_to_the_original_image(checkpoint, tmp_path):
-    image = np.full((64, 128, 3), 128, dtype=np.uint8)
-    Image.fromarray(image).save(tmp_path / "flat.png")
-    report = predict_paths(checkpoint, [tmp_path / "flat.png"], tmp_path / "out", threshold=0.99)
-    assert report["predictions"][0]["image_size_wh"] == [128, 64]
-    x0, y0, x1, y1 = report["predictions"][0]["box_xyxy"]
-    assert x1 <= 128 and y1 <= 64
+def test_predict_boxes_scale_back_to_the_original_image(trained_run, tmp_path):
+    rng = np.random.default_rng(1)
+    image = np.full((64, 128, 3), 90, dtype=np.uint8)
+    image[8:40, 70:120] = rng.integers(150, 255, (32, 50, 3), dtype=np.uint8)  # an object right of centre
+    Image.fromarray(image).save(tmp_path / "wide.png")
+    threshold = 0.8  # a box smaller than the image: both its corners must scale
+    report = predict_paths(trained_run.checkpoint, [tmp_path / "wide.png"], tmp_path / "out", threshold=threshold)
+    prediction = report["predictions"][0]
+    assert prediction["image_size_wh"] == [128, 64]
+
+    model, config, _ = model_from_checkpoint(trained_run.checkpoint)
+    assert config.eval.protocol == "sat"  # the rule sat_box_by_hand follows
+    path = tmp_path / "wide.png"
+    found = localize(model, decode_rgb(read_bytes(path), path), img_size=config.data.img_size,
+                     threshold=threshold, protocol="sat")
+    loc_map = found.loc_map.numpy()
+    expected = sat_box_by_hand(loc_map, threshold, 64, 128)
+    assert expected != sat_box_by_hand(loc_map, threshold, *[config.data.img_size] * 2)  # the scaling shows
+    assert prediction["box_xyxy"] == expected

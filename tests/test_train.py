@@ -4,10 +4,10 @@ import math
 import pytest
 import torch
 
-from satlib.checkpoint import load_checkpoint
+from satlib.checkpoint import build_model, load_checkpoint
 from satlib.config import load_config
 from satlib.losses import SATLoss
-from satlib.train import (TrainingDiverged, build_model, learning_rate, param_groups, train)
+from satlib.train import TimeBudgetExceeded, TrainingDiverged, constraint_ramp, learning_rate, param_groups, train
 
 
 def test_one_step_changes_weights_and_lowers_the_loss(tiny_config):
@@ -51,21 +51,61 @@ def test_cosine_schedule_matches_the_official_formula():
     assert learning_rate(57, total, constant) == 0.3
 
 
-def test_train_writes_checkpoint_and_metrics(tiny_config, tmp_path):
-    config = tiny_config(**{"train.epochs": 1})
-    record = train(config, progress=False)
-    out = tmp_path / "run"
+def test_constraint_ramp_is_linear_in_steps():
+    config = load_config(overrides=["train.epochs=10", "train.constraint_warmup_epochs=2"])
+    total = 100  # the ramp spans the first 20 steps
+    assert constraint_ramp(0, total, config) == 0.0
+    assert constraint_ramp(5, total, config) == pytest.approx(0.25)
+    assert constraint_ramp(20, total, config) == constraint_ramp(90, total, config) == 1.0
+    official = load_config(overrides=["train.constraint_warmup_epochs=0"])
+    assert constraint_ramp(0, total, official) == 1.0
+
+
+def test_train_writes_checkpoint_and_metrics(trained_run):
+    out, record = trained_run.out, trained_run.record
     state = load_checkpoint(out / "checkpoint.pt")
-    assert state["epoch"] == 1 and state["config"]["model"]["num_classes"] == 3
+    assert state["epoch"] == 3 and state["step"] == 9 and state["config"]["model"]["num_classes"] == 3
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("top1_cls", "gt_known", "top1_loc", "maxboxacc", "best_threshold", "cam_gt_known", "loss"):
         assert key in metrics and key in record
-    assert 0.0 <= metrics["gt_known"] <= 100.0 and len(metrics["history"]) == 1
-    assert not list(out.glob(".*.tmp"))
+    assert 0.0 <= metrics["gt_known"] <= 100.0 and len(metrics["history"]) == 3
+    assert metrics["stopped_early"] is False and "stop_reason" not in metrics
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "checkpoint.pt", "config.yaml", "metrics.json"]
 
 
-def test_resume_continues_exactly(tiny_config, tmp_path):
-    straight = train(tiny_config(**{"train.out": str(tmp_path / "a"), "train.epochs": 3}), progress=False)
+def without_timings(metrics: dict) -> dict:
+    """metrics.json with the wall-clock seconds of every record removed."""
+    drop = lambda record: {k: v for k, v in record.items() if k != "time"}  # noqa: E731
+    return {**drop(metrics), "history": [drop(r) for r in metrics["history"]]}
+
+
+def test_same_seed_same_threads_same_metrics(trained_run, tmp_path):
+    """The schedule is counted in steps: a rerun on this machine reproduces every number."""
+    again = train(load_config("synthetic_cpu", trained_run.overrides(tmp_path / "again")), progress=False)
+    first = json.loads((trained_run.out / "metrics.json").read_text())
+    second = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    assert without_timings(second) == without_timings(first)
+    assert {k: v for k, v in again.items() if k != "time"} == {k: v for k, v in trained_run.record.items()
+                                                              if k != "time"}
+
+
+def test_time_budget_stops_after_a_step_evaluates_saves_and_warns(tiny_config, tmp_path):
+    config = tiny_config(**{"train.epochs": 3, "train.time_budget": 1e-9})
+    with pytest.warns(TimeBudgetExceeded, match=r"time_budget=1e-09s reached after optimizer step 1 of 9.*"
+                                                 r"not the recipe's reference result"):
+        record = train(config, progress=False)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["stopped_early"] is True and metrics["stopped_early"] is True
+    assert metrics["stop_reason"] == record["stop_reason"]
+    assert record["step"] == 1 and len(metrics["history"]) == 1  # the step in flight finishes, then it stops
+    assert "gt_known" in metrics and "cam_gt_known" in metrics  # the closing evaluation ran
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 1
+    # the lr of that step is the schedule's at step 0 of 9, whatever the clock says
+    assert record["lr"] == learning_rate(0, 9, config)
+
+
+def test_resume_continues_exactly(trained_run, tiny_config, tmp_path):
+    straight = trained_run.record
 
     class Interrupt(Exception):
         pass
@@ -80,11 +120,11 @@ def test_resume_continues_exactly(tiny_config, tmp_path):
     assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["epoch"] == 1
     resumed = train(tiny_config(**{"train.out": str(tmp_path / "b"), "train.epochs": 3}), resume=True,
                     progress=False)
-    a = json.loads((tmp_path / "a" / "metrics.json").read_text())["history"]
+    a = json.loads((trained_run.out / "metrics.json").read_text())["history"]
     b = json.loads((tmp_path / "b" / "metrics.json").read_text())["history"]
     assert [h["loss"] for h in a] == [h["loss"] for h in b]
     assert straight["gt_known"] == resumed["gt_known"] and straight["step"] == resumed["step"]
-    state_a = load_checkpoint(tmp_path / "a" / "checkpoint.pt")["model"]
+    state_a = load_checkpoint(trained_run.checkpoint)["model"]
     state_b = load_checkpoint(tmp_path / "b" / "checkpoint.pt")["model"]
     assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
 
@@ -119,8 +159,8 @@ def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tiny_config, 
     real_forward = SATLoss.forward
     seen = []
 
-    def poisoned(self, out, labels):
-        total, terms = real_forward(self, out, labels)
+    def poisoned(self, out, labels, **kwargs):
+        total, terms = real_forward(self, out, labels, **kwargs)
         seen.append(1)
         return (total * float("nan") if len(seen) > 3 else total), terms  # 3 steps per epoch
 
@@ -133,8 +173,9 @@ def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tiny_config, 
 
 
 def test_batch_size_must_split_across_processes(tiny_config):
-    from satlib.train import Dist, train_loader
     from satlib.data import build_dataset
+    from satlib.data.from_config import train_loader
+    from satlib.runtime import Dist
 
     config = tiny_config(**{"train.batch_size": 7})
     dataset = build_dataset("cub", config.data.root, "train", img_size=32, resize_size=32)
@@ -142,9 +183,8 @@ def test_batch_size_must_split_across_processes(tiny_config):
         train_loader(dataset, config, Dist(rank=0, world=2))
 
 
-def test_best_checkpoint_follows_gt_known_plus_top1_loc(tiny_config, tmp_path):
-    train(tiny_config(**{"train.epochs": 3}), progress=False)
-    out = tmp_path / "run"
+def test_best_checkpoint_follows_gt_known_plus_top1_loc(trained_run):
+    out = trained_run.out
     history = json.loads((out / "metrics.json").read_text())["history"]
     scores = [h["gt_known"] + h["top1_loc"] for h in history]
     best = load_checkpoint(out / "best.pt")

@@ -20,6 +20,7 @@ import torch
 from timm.layers import resample_abs_pos_embed
 from torch import Tensor, nn
 
+from satlib.files import read_weights_only
 from satlib.losses import gaussian_kernel
 
 _logger = logging.getLogger(__name__)
@@ -42,17 +43,13 @@ class LoadReport(NamedTuple):
 def read_state_dict(path: str | os.PathLike) -> dict:
     """Tensors of a .safetensors file or a .pth/.pth.tar torch checkpoint (loaded with weights_only=True)."""
     path = Path(path)
+    if path.suffix != ".safetensors":
+        return read_weights_only(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    from safetensors.torch import load_file
 
-        return load_file(str(path), device="cpu")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # UnpicklingError for pickled code, RuntimeError for a damaged file
-        raise ValueError(f"{path}: not a readable tensor checkpoint; satlib loads weights only "
-                         f"(weights_only=True) and never runs pickled code: {error}") from error
+    return load_file(str(path), device="cpu")
 
 
 def unwrap_state_dict(checkpoint: Mapping, name: str = "checkpoint") -> dict[str, Tensor]:
@@ -120,6 +117,16 @@ def checkpoint_filter_fn(state_dict: Mapping, model: nn.Module, name: str = "che
     return out
 
 
+def check_shapes(state_dict: Mapping[str, Tensor], model_state: Mapping[str, Tensor], name: str) -> None:
+    """Raise a ValueError naming the file, the first key whose shape differs from the model's, and both
+    shapes (`model_state`: the model's state dict). Keys present on one side only are left to the caller."""
+    for key, value in state_dict.items():
+        if key in model_state and value.shape != model_state[key].shape:
+            hint = " (num_classes differs)" if key.startswith("head.") else ""
+            raise ValueError(f"{name}: {key!r} has shape {tuple(value.shape)} in the checkpoint but "
+                             f"{tuple(model_state[key].shape)} in the model{hint}")
+
+
 def load_pretrained(model: nn.Module, source: str | os.PathLike | Mapping, *, strict: bool = True) -> LoadReport:
     """Load DeiT/ViT backbone weights or a full SAT checkpoint (satlib or official) into `model`.
 
@@ -135,11 +142,7 @@ def load_pretrained(model: nn.Module, source: str | os.PathLike | Mapping, *, st
         state_dict, allowed_missing = checkpoint_filter_fn(raw, model, name), BACKBONE_MISSING
     dropped = sorted(set(raw) - set(state_dict))
     target = model.state_dict()
-    for key, value in state_dict.items():
-        if key in target and value.shape != target[key].shape:
-            hint = " (num_classes differs)" if key.startswith("head.") else ""
-            raise ValueError(f"{name}: {key!r} has shape {tuple(value.shape)} in the checkpoint but "
-                             f"{tuple(target[key].shape)} in the model{hint}")
+    check_shapes(state_dict, target, name)
     missing = [key for key in target if key not in state_dict]
     unexpected = [key for key in state_dict if key not in target]
     surprising = [key for key in missing if key not in allowed_missing]

@@ -1,0 +1,131 @@
+"""A trained checkpoint on a dataset's test split: its metrics, and a figure of its maps and boxes.
+
+`evaluate_checkpoint` is `satlib evaluate`; `visualize_checkpoint` is `satlib visualize` and the
+figure `satlib demo` writes (with `cam=True`, the same network's CAM below SAT's map).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from satlib.checkpoint import model_from_checkpoint
+from satlib.config import Config
+from satlib.data.from_config import build_datasets, test_loader
+from satlib.evaluation.evaluate import evaluate_model
+from satlib.runtime import Dist, resolve_device
+
+
+def load_for_test(checkpoint: str | Path, *, data_root: str | Path, dataset: str | None = None,
+                  official: bool = False, device: str = "auto") -> tuple[torch.nn.Module, Config, dict, torch.device]:
+    """(model in eval mode, its config pointed at `data_root`, the checkpoint payload, the device).
+
+    `dataset` overrides the checkpoint's data.dataset; an official checkpoint reads a CUB folder.
+    """
+    device_ = resolve_device(device)
+    model, config, payload = model_from_checkpoint(checkpoint, official=official, device=device_)
+    config.data.root = str(data_root)
+    if dataset or official:
+        config.data.dataset = dataset or "cub"
+    return model, config, payload, device_
+
+
+def evaluate_checkpoint(checkpoint: str | Path, *, data_root: str | Path, dataset: str | None = None,
+                        official: bool = False, protocol: str | None = None, tencrop: bool | None = None,
+                        thresholds: list[float] | None = None, device: str = "auto",
+                        skip_bad: bool = False) -> dict:
+    """Localization metrics of a checkpoint on the test split of `data_root`.
+
+    Model, input size, protocol and thresholds come from the checkpoint's stored config unless given.
+    An official checkpoint (`official=True`) is evaluated as the official evaluator does: 224 crops of
+    256-resized images, the SAT protocol and thresholds, ten-crop classification.
+    """
+    model, config, _, device_ = load_for_test(checkpoint, data_root=data_root, dataset=dataset,
+                                              official=official, device=device)
+    if official:
+        config.eval.tencrop = True
+    if protocol:
+        config.eval.protocol = config.data.protocol = protocol
+    if tencrop is not None:
+        config.eval.tencrop = tencrop
+    if thresholds:
+        config.eval.thresholds = list(thresholds)
+    config.data.skip_bad = skip_bad
+    _, test_set = build_datasets(config, train=False)
+    loader = test_loader(test_set, config, Dist(device=device_))
+    metrics = evaluate_model(model, loader, config, device_, progress=True)
+    metrics["images"] = len(test_set)
+    if skip_bad:
+        metrics["skipped"] = test_set.skipped
+    return metrics
+
+
+@torch.no_grad()
+def visualize_checkpoint(checkpoint: str | Path, *, data_root: str | Path, out: str | Path,
+                         dataset: str | None = None, official: bool = False, num: int = 16, cols: int = 4,
+                         cam: bool = False, device: str = "auto") -> Path:
+    """A PNG of the first `num` test images: map overlay, predicted box (green) at the checkpoint's
+    best threshold, GT boxes (red), predicted class and IoU in each title, `cols` images a row.
+
+    With `cam=True` a second block of rows shows the same images with the network's own CAM (the
+    conv head's map of the GT class) at the CAM's best threshold. Returns `out`.
+    """
+    from satlib.data import collate, denormalize
+    from satlib.evaluation import default_thresholds
+
+    model, config, payload, device_ = load_for_test(checkpoint, data_root=data_root, dataset=dataset,
+                                                    official=official, device=device)
+    _, test_set = build_datasets(config, train=False)
+    batch = collate([test_set[i] for i in range(min(num, len(test_set)))])
+    output = model(batch["images"].to(device_))
+    metrics = payload.get("metrics") or {}
+    threshold = payload.get("best_threshold") or default_thresholds(config.eval.protocol)[0]
+    names = test_set.class_names
+    predicted = [names[i] if names else str(i) for i in output.logits.argmax(-1).tolist()]
+    blocks = [("SAT", output.loc_map.float(), threshold, metrics.get("gt_known"))]
+    if cam:
+        labels = batch["labels"].to(device_)
+        cams = output.class_maps.float()[torch.arange(len(labels), device=device_), labels]
+        blocks.append(("CAM", cams, metrics.get("cam_best_threshold", threshold), metrics.get("cam_gt_known")))
+    figure = _localization_figure(denormalize(batch["images"]), batch["boxes"], blocks, predicted, config,
+                                  cols=cols, named=cam)
+    return _save_png(figure, Path(out))
+
+
+def _localization_figure(images: torch.Tensor, gt_boxes: list[torch.Tensor], blocks: list[tuple], predicted: list[str],
+                         config: Config, *, cols: int, named: bool, panel_size: float = 2.4):
+    """One block of rows per (name, maps (B, rows, cols), threshold, GT-known or None) in `blocks`."""
+    import matplotlib.pyplot as plt
+
+    from satlib.evaluation import box_iou, boxes_from_maps, show_localization
+
+    cols = min(cols, len(images))
+    rows_per_block = math.ceil(len(images) / cols)
+    figure, axes = plt.subplots(rows_per_block * len(blocks), cols, squeeze=False,
+                                figsize=(cols * panel_size, rows_per_block * len(blocks) * panel_size))
+    for b, (name, maps, threshold, _) in enumerate(blocks):
+        boxes = boxes_from_maps(maps, [threshold], config.data.img_size, protocol=config.eval.protocol)[:, 0].cpu()
+        for i, ax in enumerate(axes[b * rows_per_block:(b + 1) * rows_per_block].flat):
+            if i >= len(images):
+                ax.set_axis_off()
+                continue
+            iou = float(box_iou(boxes[i:i + 1].float(), gt_boxes[i].float()).max())
+            title = f"{name}: {predicted[i]}" if named else predicted[i]
+            show_localization(images[i], maps[i].cpu(), boxes[i], gt_boxes[i], iou=iou, ax=ax, title=title)
+    scores = [f"{name} GT-known {gt_known:.1f}%" for name, _, _, gt_known in blocks if gt_known is not None]
+    figure.suptitle("held-out images: map, predicted box (green), GT box (red)"
+                    + (f"; {', '.join(scores)}" if scores else ""))
+    figure.tight_layout()
+    return figure
+
+
+def _save_png(figure, out: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    from satlib.files import atomic_write
+
+    atomic_write(out, lambda f: figure.savefig(f, format="png", dpi=100, bbox_inches="tight"))
+    plt.close(figure)
+    return out

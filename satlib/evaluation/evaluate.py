@@ -1,0 +1,74 @@
+"""A model's localization metrics on a loader: the evaluator fed batch by batch.
+
+The model is anything whose output has `.logits` (B, classes) and `.loc_map` (B, rows, cols), and
+`.class_maps` (B, classes, rows, cols) for the CAM comparison; this module never imports it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from satlib.config import Config
+from satlib.evaluation import LocalizationEvaluator, ten_crop_probs
+from satlib.runtime import bf16_autocast, unwrap_model
+
+CAM_KEYS = ("gt_known", "top1_loc", "maxboxacc", "best_threshold")  # reported as cam_<key>
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, loader, config: Config, device: torch.device, *, cam: bool = False,
+                   progress: bool = False) -> dict:
+    """Localization metrics of `model` on `loader` (satlib.evaluation's keys, percentages).
+
+    With `cam=True` the same images are also scored with the network's own CAM (the conv head's map
+    of the ground-truth class), reported as `cam_gt_known`, `cam_top1_loc`, `cam_maxboxacc`,
+    `cam_best_threshold`. With several processes the counts are summed across ranks.
+    """
+    from tqdm.auto import tqdm
+
+    net = unwrap_model(model)
+    was_training = net.training
+    net.eval()
+    sat_eval = _evaluator(config)
+    cam_eval = _evaluator(config) if cam else None
+    for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
+        if batch is None:  # every image of this batch was unreadable (data.skip_bad)
+            continue
+        images = batch["images"].to(device, non_blocking=True)
+        labels = batch["labels"].to(device, non_blocking=True)
+        boxes = batch["boxes"]  # the evaluator checks them on the host and moves them once
+        with bf16_autocast(device, enabled=config.train.amp):
+            out = net(images)
+        logits = out.logits.float()
+        if config.eval.tencrop and "images_resized" in batch:
+            logits = ten_crop_probs(lambda x: net(x).logits.float(),
+                                    batch["images_resized"].to(device), config.data.img_size)
+        masks = _gt_masks(batch)
+        sat_eval.update(out.loc_map.float(), boxes, logits=logits, labels=labels,
+                        gt_masks=None if masks is None else masks.to(device))
+        if cam_eval is not None:
+            cams = out.class_maps.float()[torch.arange(len(labels), device=device), labels]
+            cam_eval.update(cams, boxes, logits=logits, labels=labels)
+    sat_eval.all_reduce()
+    metrics = sat_eval.compute()
+    if cam_eval is not None:
+        cam_eval.all_reduce()
+        cam_metrics = cam_eval.compute()
+        metrics.update({f"cam_{key}": cam_metrics[key] for key in CAM_KEYS})
+    net.train(was_training)
+    return metrics
+
+
+def _evaluator(config: Config) -> LocalizationEvaluator:
+    return LocalizationEvaluator(thresholds=config.eval.thresholds or None,
+                                 iou_thresholds=tuple(config.eval.iou_thresholds),
+                                 image_size=config.data.img_size, protocol=config.eval.protocol)
+
+
+def _gt_masks(batch: dict) -> torch.Tensor | None:
+    """(B, H, W) uint8 masks, 1 foreground, 0 background, 255 ignored (wsolevaluation's convention)."""
+    masks = batch.get("masks")
+    if masks is None or "ignores" not in batch:
+        return masks
+    return masks.to(torch.uint8).masked_fill(batch["ignores"], 255)
