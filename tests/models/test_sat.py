@@ -3,10 +3,10 @@ import copy
 import pytest
 import timm
 import torch
+from timm.layers import DropPath
 
 import satlib
 from satlib import SAT, SATLoss, SATOutput
-from timm.layers import DropPath
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=48, depth=4, num_heads=3, num_classes=5)
 
