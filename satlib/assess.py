@@ -18,7 +18,7 @@ from satlib.evaluation.evaluate import evaluate_model
 from satlib.runtime import Dist, resolve_device
 
 
-def load_for_test(checkpoint: str | Path, *, data_root: str | Path, dataset: str | None = None,
+def _load_for_test(checkpoint: str | Path, *, data_root: str | Path, dataset: str | None = None,
                   official: bool = False, device: str = "auto") -> tuple[torch.nn.Module, Config, dict, torch.device]:
     """(model in eval mode, its config pointed at `data_root`, the checkpoint payload, the device).
 
@@ -42,7 +42,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data_root: str | Path, datase
     An official checkpoint (`official=True`) is evaluated as the official evaluator does: 224 crops of
     256-resized images, the SAT protocol and thresholds, ten-crop classification.
     """
-    model, config, _, device_ = load_for_test(checkpoint, data_root=data_root, dataset=dataset,
+    model, config, _, device_ = _load_for_test(checkpoint, data_root=data_root, dataset=dataset,
                                               official=official, device=device)
     if official:
         config.eval.tencrop = True
@@ -75,7 +75,7 @@ def visualize_checkpoint(checkpoint: str | Path, *, data_root: str | Path, out: 
     from satlib.data import collate, denormalize
     from satlib.evaluation import default_thresholds
 
-    model, config, payload, device_ = load_for_test(checkpoint, data_root=data_root, dataset=dataset,
+    model, config, payload, device_ = _load_for_test(checkpoint, data_root=data_root, dataset=dataset,
                                                     official=official, device=device)
     _, test_set = build_datasets(config, train=False)
     batch = collate([test_set[i] for i in range(min(num, len(test_set)))])

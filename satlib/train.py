@@ -57,8 +57,9 @@ from satlib.runtime import (
     unwrap_model,
 )
 
-# TODO(remove): bench/gpu_suite.py migrates to satlib.evaluation.evaluate.evaluate_model (and imports
-# Dist, build_datasets, build_model, test_loader, train_loader from their own modules).
+# TODO(remove): bench/gpu_suite.py migrates (bench/suite/sections/training.py imports `evaluate`, Dist,
+# build_datasets, build_model, test_loader and train_loader from here; their homes are evaluate_model in
+# satlib.evaluation.evaluate, satlib.runtime, satlib.data.from_config and satlib.checkpoint).
 evaluate = evaluate_model
 
 
@@ -137,6 +138,7 @@ class Run:
     step: int = 0
     history: list[dict] = field(default_factory=list)
     elapsed: float = 0.0  # wall-clock seconds spent by earlier sessions of a resumed run
+    time_is_up: bool = False  # the train.time_budget cap was reached (every rank agrees)
 
     @property
     def total_steps(self) -> int:
@@ -150,14 +152,23 @@ class Run:
 class Clock:
     """Wall-clock seconds of the run (resumed sessions included) against the train.time_budget cap."""
 
-    def __init__(self, budget: float, elapsed: float = 0.0) -> None:
-        self.budget, self.start = budget, time.perf_counter() - elapsed
+    def __init__(self, budget: float, ddp: Dist, elapsed: float = 0.0) -> None:
+        self.budget, self.ddp, self.start = budget, ddp, time.perf_counter() - elapsed
 
     def seconds(self) -> float:
         return time.perf_counter() - self.start
 
     def out_of_time(self) -> bool:
-        return self.budget > 0 and self.seconds() >= self.budget
+        """Whether the budget is spent; with several processes, on any rank (one small all-reduce, so that
+        all stop at the same step)."""
+        if self.budget <= 0:
+            return False
+        spent = self.seconds() >= self.budget
+        if self.ddp.enabled:
+            flag = torch.tensor(float(spent), device=self.ddp.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            spent = bool(flag.item())
+        return spent
 
 
 def train(config: Config, *, resume: bool = False, progress: bool = True,
@@ -167,16 +178,15 @@ def train(config: Config, *, resume: bool = False, progress: bool = True,
     if resume:
         resume_run(run)
     write_config(run)
-    clock = Clock(config.train.time_budget, run.elapsed)
+    clock = Clock(config.train.time_budget, run.ddp, run.elapsed)
     record: dict = run.history[-1] if run.history else {}
     stopped = resume and clock.out_of_time()  # a resumed run whose budget earlier sessions spent
     while run.epoch < config.train.epochs and not stopped:
         sums = run_epoch(run, clock, progress)
         record = epoch_record(run, sums, clock)
         last = run.epoch == config.train.epochs or record["stopped_early"]
-        if (config.train.eval_every and run.epoch % config.train.eval_every == 0) or last:
-            record.update(evaluate_model(run.model, test_loader(run.test_set, config, run.ddp), config,
-                                         run.ddp.device, cam=last))
+        if last or (config.train.eval_every and run.epoch % config.train.eval_every == 0):
+            record.update(evaluate_run(run, cam=last))
         run.history.append(record)
         _log(run.ddp, _summary(record))
         save_run(run, record)
@@ -273,7 +283,8 @@ def run_epoch(run: Run, clock: Clock, progress: bool) -> Tensor:
         if run.step % t.log_every == 0:  # the only host sync inside an epoch
             _check_finite(sums[0], run)
             bar.set_postfix(loss=f"{(sums[0] / sums[5]).item():.3f}", lr=f"{lr:.2e}")
-        if clock.out_of_time():
+        if clock.out_of_time():  # a safety cap: stop after this optimizer step
+            run.time_is_up = True
             break
     if ddp.enabled:
         dist.all_reduce(sums)
@@ -299,7 +310,7 @@ def optimizer_step(run: Run) -> float:
 def epoch_record(run: Run, sums: Tensor, clock: Clock) -> dict:
     """The epoch's means over its images, its lr and time, and whether the time cap stops the run here."""
     loss, cls, area, norm, correct, seen = sums.tolist()
-    stopped_early = clock.out_of_time() and run.step < run.total_steps
+    stopped_early = run.time_is_up and run.step < run.total_steps
     record = {"epoch": run.epoch, "step": run.step, "lr": run.optimizer.param_groups[0]["lr"],
               "loss": loss / seen, "loss_cls": cls / seen, "loss_area": area / seen, "loss_norm": norm / seen,
               "train_top1": 100.0 * correct / seen, "time": clock.seconds(), "stopped_early": stopped_early}
@@ -309,6 +320,12 @@ def epoch_record(run: Run, sums: Tensor, clock: Clock) -> dict:
             f"the run stopped early, so its metrics are not the recipe's reference result "
             f"(raise train.time_budget, or set it to 0 for no cap)")
     return record
+
+
+def evaluate_run(run: Run, *, cam: bool) -> dict:
+    """The evaluator's metrics on the test split (each rank scores its shard, counts are summed)."""
+    loader = test_loader(run.test_set, run.config, run.ddp)
+    return evaluate_model(run.model, loader, run.config, run.ddp.device, cam=cam)
 
 
 def save_run(run: Run, record: dict) -> None:
