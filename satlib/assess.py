@@ -19,7 +19,7 @@ from satlib.runtime import Dist, resolve_device
 
 
 def _load_for_test(checkpoint: str | Path, *, data_root: str | Path, dataset: str | None = None,
-                  official: bool = False, device: str = "auto") -> tuple[torch.nn.Module, Config, dict, torch.device]:
+                   official: bool = False, device: str = "auto") -> tuple[torch.nn.Module, Config, dict, torch.device]:
     """(model in eval mode, its config pointed at `data_root`, the checkpoint payload, the device).
 
     `dataset` overrides the checkpoint's data.dataset; an official checkpoint reads a CUB folder.
@@ -43,7 +43,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data_root: str | Path, datase
     256-resized images, the SAT protocol and thresholds, ten-crop classification.
     """
     model, config, _, device_ = _load_for_test(checkpoint, data_root=data_root, dataset=dataset,
-                                              official=official, device=device)
+                                               official=official, device=device)
     if official:
         config.eval.tencrop = True
     if protocol:
@@ -76,7 +76,7 @@ def visualize_checkpoint(checkpoint: str | Path, *, data_root: str | Path, out: 
     from satlib.evaluation import default_thresholds
 
     model, config, payload, device_ = _load_for_test(checkpoint, data_root=data_root, dataset=dataset,
-                                                    official=official, device=device)
+                                                     official=official, device=device)
     _, test_set = build_datasets(config, train=False)
     batch = collate([test_set[i] for i in range(min(num, len(test_set)))])
     output = model(batch["images"].to(device_))
