@@ -4,7 +4,7 @@ Each image holds one object whose *shape* is its class, drawn in a random colour
 distribution for every class, at a random size and position, on a muted textured background with
 class-neutral distractors (strokes and irregular blobs in the same colours). Colour, position and
 texture carry no class information, so a classifier must look at the object's outline, and boxing
-the object needs more than a fixed prior (`trivial_baselines` stays well below 30% GT-known).
+the object needs more than a fixed prior (the trivial baselines stay well below 30% GT-known).
 
 variant="shapes": classes are silhouettes (`SHAPES`: disc, triangle, square, star, cross, ring,
 crescent, heart, tee, hourglass). variant="parts": every object is the same elliptic body with a
@@ -364,38 +364,3 @@ def read_part_boxes(root: str | Path) -> dict[str, np.ndarray]:
         x, y, w, h = (float(t) for t in texts)
         out[images[image_id][1][0]] = np.array([x, y, x + w, y + h])
     return out
-
-
-# -- trivial baselines -----------------------------------------------------------------------------
-def inclusive_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one (4,) xyxy box with (K, 4) boxes, pixels inclusive (+1) as the official evaluators."""
-    ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]) + 1, 0, None)
-    iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]) + 1, 0, None)
-    inter = ix * iy
-    area = lambda b: (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1)  # noqa: E731
-    return inter / (area(box) + area(boxes) - inter)
-
-
-def trivial_baselines(root: str | Path, split: str = "test") -> dict[str, float]:
-    """GT-known (%, IoU >= 0.5) of two boxes that ignore the image, on a CUB-layout split.
-
-    "whole_image": the full image; "centred_mean_box": a centred box of the split's mean relative GT
-    size. Boxes in original pixels; an image counts when the box matches any of its GT boxes.
-    """
-    from satlib.data.cub import read_cub
-    from satlib.data.io import image_size
-
-    records, _ = read_cub(Path(root), split, Problems())
-    if not records:
-        raise DataError(f"{root}: no images in split {split!r}")
-    sizes = np.array([image_size(r.path) for r in records], dtype=np.float64)  # (N, 2) w, h
-    relative = np.concatenate([(r.boxes[:, 2:] - r.boxes[:, :2] + 1) / sizes[i] for i, r in enumerate(records)])
-    mean_w, mean_h = relative.mean(0)
-    hits = {"whole_image": 0, "centred_mean_box": 0}
-    for (w, h), record in zip(sizes, records):
-        whole = np.array([0, 0, w - 1, h - 1])
-        bw, bh = mean_w * w, mean_h * h
-        centred = np.array([(w - bw) / 2, (h - bh) / 2, (w + bw) / 2 - 1, (h + bh) / 2 - 1])
-        hits["whole_image"] += inclusive_iou(whole, record.boxes).max() >= 0.5
-        hits["centred_mean_box"] += inclusive_iou(centred, record.boxes).max() >= 0.5
-    return {name: 100.0 * float(count) / len(records) for name, count in hits.items()}

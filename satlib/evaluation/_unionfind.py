@@ -18,16 +18,49 @@ pixel is also a function of which neighbours are active, so it comes from a 256-
 Per root, ``node[x]`` holds ``min_row, min_col, max_row, max_col, size, first, weight`` (first:
 padded raster index of the first pixel; weight: pixel count or twice the contour area). Cuts are
 visited sorted ascending; ``asc_order[i]`` is the original index of the i-th.
+
+The passes take the padded grid (`Grid`) and the reused arrays (`Workspace`) as two records, and
+their options by keyword: ``window_area=True``, ``prefer_last=True``, ``largest=None`` (no
+largest-component output), ``want_holes=True``.
 """
+
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
+
+from satlib.evaluation.components import COMPONENT, HOLE
 
 # The 8-neighbour ring clockwise from north: N, NE, E, SE, S, SW, W, NW.
 RING = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
 OUTSIDE = 0  # padded index of the top-left padding pixel: the background pass's border root
 R0, C0, R1, C1, SIZE, FIRST, WEIGHT = range(7)
 NODE = 8  # int32 fields per node (one is spare: 32 bytes)
+
+
+class Grid(NamedTuple):
+    """One map size's padded grid: image row and column of every padded index, the ring offsets."""
+
+    rows: np.ndarray  # ((H+2)*(W+2),) int32, -1 and H on the padding
+    cols: np.ndarray
+    offsets: np.ndarray  # (8,) int64: padded-index step to each ring neighbour, in `RING` order
+    height: int
+    width: int
+
+
+class Workspace(NamedTuple):
+    """Arrays of one padded grid (each indexed by padded pixel), reused by every pass over every map."""
+
+    parent: np.ndarray  # union-find parent, -1 = not added yet
+    active: np.ndarray  # uint8: added in this pass
+    node: np.ndarray  # (n, NODE) per-root fields R0..WEIGHT
+    live: np.ndarray  # the current roots, in slots 0..nlive-1
+    slot: np.ndarray  # each live root's index in `live`
+    below: np.ndarray  # number of cuts below the pixel's value (its bucket)
+    join: np.ndarray  # background pass: the step at which the pixel reaches the border
+    event_parent: np.ndarray  # background pass: root each pixel or root was joined to ...
+    event_step: np.ndarray  # ... at this step,
+    events: np.ndarray  # ... in this order
 
 
 def _ring_runs(mask: int, members: tuple[int, ...], joined) -> list[int]:
@@ -127,14 +160,14 @@ def _neighbour_mask(active, p, W2):
 
 @njit(cache=True)
 def _grid(H, W):
-    """Row and column (image coordinates) of every padded index, and the ring offsets."""
+    """The `Grid` of an H x W map: image coordinates of every padded index, and the ring offsets."""
     W2 = W + 2
     rows = np.empty((H + 2) * W2, dtype=np.int32)
     cols = np.empty((H + 2) * W2, dtype=np.int32)
     for p in range(rows.shape[0]):
         rows[p], cols[p] = p // W2 - 1, p % W2 - 1
     offsets = np.array([-W2, -W2 + 1, 1, W2 + 1, W2, W2 - 1, -1, -W2 - 1], dtype=np.int64)
-    return rows, cols, offsets
+    return Grid(rows, cols, offsets, H, W)
 
 
 @njit(cache=True, inline="always")
@@ -197,29 +230,32 @@ def _beats(node, a, b, prefer_last):
 
 
 @njit(cache=True)
-def workspace(H, W):
-    """Arrays of one padded grid, reused by every pass over every map: parent, active, node, live,
-    slot, key, join, event parent, event step, events."""
+def _workspace(H, W):
+    """The `Workspace` of an H x W map."""
     n2 = (H + 2) * (W + 2)
     i32 = np.int32
-    return (np.empty(n2, dtype=i32), np.zeros(n2, dtype=np.uint8), np.zeros((n2, NODE), dtype=i32),
-            np.empty(n2, dtype=i32), np.empty(n2, dtype=i32), np.zeros(n2, dtype=i32), np.empty(n2, dtype=i32),
-            np.empty(n2, dtype=i32), np.empty(n2, dtype=i32), np.empty(n2, dtype=i32))
+    return Workspace(parent=np.empty(n2, dtype=i32), active=np.zeros(n2, dtype=np.uint8),
+                     node=np.zeros((n2, NODE), dtype=i32), live=np.empty(n2, dtype=i32),
+                     slot=np.empty(n2, dtype=i32), below=np.zeros(n2, dtype=i32), join=np.empty(n2, dtype=i32),
+                     event_parent=np.empty(n2, dtype=i32), event_step=np.empty(n2, dtype=i32),
+                     events=np.empty(n2, dtype=i32))
 
 
 @njit(cache=True)
-def _descending(order, starts, W, T, window_area, prefer_last, want_largest, emit, m, asc_order, largest,
-                buffer, count, grid, parent, active, node, live, slot):
+def _descending(order, starts, grid, work, asc_order, m, buffer, count, emit, largest=None, window_area=False,
+                prefer_last=False):
     """Foreground pass (8-connected): the pixels of bucket i+1 join at the i-th smallest cut.
 
-    Writes the largest component's extent per threshold into `largest` (T, 4) (-1 if none) when
-    `want_largest`, and at the sorted steps i where ``emit[i]`` appends (map, threshold, 0, extent)
-    rows for every component. Size: pixel count, or with `window_area` twice the polygon area
-    (2x2 windows of 3 count 1, of 4 count 2). Ties: first pixel in raster order first, or last
-    with `prefer_last`.
+    Writes the largest component's extent per threshold into `largest` (T, 4) (-1 if none) unless
+    it is None, and at the sorted steps i where ``emit[i]`` appends (map `m`, threshold,
+    `COMPONENT`, extent) rows for every component. Size: pixel count, or with `window_area` twice
+    the polygon area (2x2 windows of 3 count 1, of 4 count 2). Ties: first pixel in raster order
+    first, or last with `prefer_last`.
     """
-    W2 = W + 2
-    rows, cols, offsets = grid
+    T = asc_order.shape[0]
+    W2 = grid.width + 2
+    rows, cols, offsets = grid.rows, grid.cols, grid.offsets
+    parent, active, node, live, slot = work.parent, work.active, work.node, work.live, work.slot
     parent[:] = -1
     active[:] = 0
     nlive = 0
@@ -253,7 +289,7 @@ def _descending(order, starts, W, T, window_area, prefer_last, want_largest, emi
                 _absorb(node, root, other)
                 nlive = _drop_live(live, slot, nlive, other)
         t = asc_order[i]
-        if want_largest:
+        if largest is not None:
             if changed or best < 0:
                 best = -1
                 for j in range(nlive):
@@ -267,23 +303,27 @@ def _descending(order, starts, W, T, window_area, prefer_last, want_largest, emi
                 largest[t, 2], largest[t, 3] = node[best, R1], node[best, C1]
         if emit[i]:
             for j in range(nlive):
-                buffer, count = _emit(buffer, count, m, t, 0, node, live[j])
+                buffer, count = _emit(buffer, count, m, t, COMPONENT, node, live[j])
     return buffer, count
 
 
 @njit(cache=True)
-def _ascending(order, starts, H, W, T, want_holes, m, asc_order, buffer, count, islands, grid, parent, active,
-               node, live, slot, event_parent, event_step, events, join):
+def _ascending(order, starts, grid, work, asc_order, m, buffer, count, islands, want_holes=False):
     """Background pass (4-connected): the pixels of bucket i join at the i-th smallest cut.
 
-    Fills `join` (padded, T where never) with the step at which each pixel is first connected to
-    the image border through background: at step i the foreground with its holes filled is
-    ``join > i``. With `want_holes`, appends (map, threshold, 1, extent) rows for every hole.
-    ``islands[i]``: some hole at step i encloses foreground (its 4-connected Euler number, kept
-    per root in the weight field, is not 1). Returns the rows and whether any step has a hole.
+    Fills ``work.join`` (padded, T where never) with the step at which each pixel is first
+    connected to the image border through background: at step i the foreground with its holes
+    filled is ``join > i``. With `want_holes`, appends (map `m`, threshold, `HOLE`, extent) rows
+    for every hole. ``islands[i]``: some hole at step i encloses foreground (its 4-connected Euler
+    number, kept per root in the weight field, is not 1). Returns the rows and whether any step
+    has a hole.
     """
+    T = asc_order.shape[0]
+    H, W = grid.height, grid.width
     W2 = W + 2
-    rows, cols, offsets = grid
+    rows, cols, offsets = grid.rows, grid.cols, grid.offsets
+    parent, active, node, live, slot = work.parent, work.active, work.node, work.live, work.slot
+    event_parent, event_step, events, join = work.event_parent, work.event_step, work.events, work.join
     parent[:] = -1
     active[:] = 0
     for c in range(W2):
@@ -338,7 +378,7 @@ def _ascending(order, starts, H, W, T, want_holes, m, asc_order, buffer, count, 
         if want_holes:
             t = asc_order[i]
             for j in range(nlive):
-                buffer, count = _emit(buffer, count, m, t, 1, node, live[j])
+                buffer, count = _emit(buffer, count, m, t, HOLE, node, live[j])
     join[:] = T
     for k in range(nevents - 1, -1, -1):  # a parent's event comes later: resolve top-down
         x = events[k]
@@ -367,13 +407,13 @@ def _below_levels(levels, sorted_cuts, H, W, key):
 
 
 @njit(cache=True, nogil=True)
-def map_boxes(values, cuts, H, W, wsoleval, want_all, levels=False):
+def map_extents(values, cuts, height, width, wsoleval, want_all, levels=False):
     """All maps: largest extents (N, T, 4) and, with `want_all`, rows (M, 7) of every component.
 
-    `values` (N, H*W): floats compared exactly with the float64 cuts, or with `levels` 8-bit
-    levels (integers 0..255, looked up in a 256-entry table per map). SAT (`wsoleval` False):
-    pixel counts, ties to the first. wsoleval: holes filled, polygon areas, ties to the last; the
-    rows also list the holes (kind 1).
+    `values` (N, H*W) with H, W = `height`, `width`: floats compared exactly with the float64
+    cuts, or with `levels` 8-bit levels (integers 0..255, looked up in a 256-entry table per
+    map). SAT (`wsoleval` False): pixel counts, ties to the first. wsoleval: holes filled, polygon
+    areas, ties to the last; the rows also list the holes (kind `HOLE`).
 
     wsoleval takes two passes per map: the background pass (holes, and when each pixel's hole
     closes), then the foreground pass on the hole-filled map (largest contour; and every contour
@@ -382,38 +422,36 @@ def map_boxes(values, cuts, H, W, wsoleval, want_all, levels=False):
     steps, only for maps that have such islands.
     """
     N, T = cuts.shape
+    H, W = height, width
     largest = np.empty((N, T, 4), dtype=np.int64)
     buffer = np.empty((1024, 7), dtype=np.int64)
     count = 0
-    parent, active, node, live, slot, below, join, event_parent, event_step, events = workspace(H, W)
+    work = _workspace(H, W)
     grid = _grid(H, W)
-    scratch = np.empty((T, 4), dtype=np.int64)
     islands = np.zeros(T, dtype=np.bool_)
     for m in range(N):
         asc_order = np.argsort(cuts[m], kind="mergesort")
         sorted_cuts = cuts[m][asc_order]
         if levels:
-            _below_levels(values[m], sorted_cuts, H, W, below)
+            _below_levels(values[m], sorted_cuts, H, W, work.below)
         else:
-            _below(values[m], sorted_cuts, H, W, below)
-        order, starts = _bucket_order(below, H, W, T)
+            _below(values[m], sorted_cuts, H, W, work.below)
+        order, starts = _bucket_order(work.below, H, W, T)
         emit = np.full(T, want_all)
         if not wsoleval:
-            buffer, count = _descending(order, starts, W, T, False, False, True, emit, m, asc_order,
-                                        largest[m], buffer, count, grid, parent, active, node, live, slot)
+            buffer, count = _descending(order, starts, grid, work, asc_order, m, buffer, count, emit=emit,
+                                        largest=largest[m])
             continue
-        buffer, count, holes = _ascending(order, starts, H, W, T, want_all, m, asc_order, buffer, count, islands,
-                                          grid, parent, active, node, live, slot, event_parent, event_step,
-                                          events, join)
+        buffer, count, holes = _ascending(order, starts, grid, work, asc_order, m, buffer, count, islands=islands,
+                                          want_holes=want_all)
         if not holes:  # no hole at any threshold: join == below
-            buffer, count = _descending(order, starts, W, T, True, True, True, emit, m, asc_order,
-                                        largest[m], buffer, count, grid, parent, active, node, live, slot)
+            buffer, count = _descending(order, starts, grid, work, asc_order, m, buffer, count, emit=emit,
+                                        largest=largest[m], window_area=True, prefer_last=True)
             continue
         if want_all and islands.any():  # contours inside holes: from the unfilled map at those steps
-            buffer, count = _descending(order, starts, W, T, False, False, False, islands, m, asc_order,
-                                        scratch, buffer, count, grid, parent, active, node, live, slot)
+            buffer, count = _descending(order, starts, grid, work, asc_order, m, buffer, count, emit=islands)
             emit &= ~islands
-        filled_order, filled_starts = _bucket_order(join, H, W, T)
-        buffer, count = _descending(filled_order, filled_starts, W, T, True, True, True, emit, m, asc_order,
-                                    largest[m], buffer, count, grid, parent, active, node, live, slot)
+        filled_order, filled_starts = _bucket_order(work.join, H, W, T)
+        buffer, count = _descending(filled_order, filled_starts, grid, work, asc_order, m, buffer, count,
+                                    emit=emit, largest=largest[m], window_area=True, prefer_last=True)
     return largest, buffer[:count].copy()

@@ -1,16 +1,17 @@
-"""Connected components of thresholded localization maps, on the device and on the CPU.
+"""Connected components of thresholded localization maps and their extents, on any backend.
 
-Two ways to the same answer:
+`component_extents` is the entry point: the largest component's extent per map and threshold
+(and every component's, with `want_all`), by one of two backends that give identical answers:
 
-- `label_components`: batched labelling of (P, H, W) masks with torch ops only (CUDA or CPU
-  tensors, no per-image loop, no copy to the host). Every pixel points at a pixel of its
-  component; each round hooks every tree root to the smallest label next to its tree (a
-  scatter-min) and then shortens the paths (pointer jumping), so a snake-like component takes
-  O(log) rounds rather than one round per pixel of its length. Labels converge to the raster
-  index of the component's first pixel.
-- `map_boxes`: the CPU path. Thresholds are nested, so one union-find pass
-  over each map's pixels sorted by value (a component tree, compiled with numba) yields every
-  threshold's components, sizes, areas and extents at once.
+- "propagate" (the device path, default on CUDA): batched labelling of (P, H, W) masks with
+  torch ops only (`label_components`; CUDA or CPU tensors, no per-image loop, no copy to the
+  host). Every pixel points at a pixel of its component; each round hooks every tree root to the
+  smallest label next to its tree (a scatter-min) and then shortens the paths (pointer jumping),
+  so a snake-like component takes O(log) rounds rather than one round per pixel of its length.
+  Labels converge to the raster index of the component's first pixel.
+- "union_find" (the CPU path, default on the CPU): `map_extents`. Thresholds are nested, so one
+  union-find pass over each map's pixels sorted by value (a component tree, compiled with numba)
+  yields every threshold's components, sizes, areas and extents at once.
 
 Extents are inclusive pixel ranges (min_row, min_col, max_row, max_col); each protocol's box
 convention is applied in `satlib.evaluation.boxes`.
@@ -21,7 +22,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor
+
+from satlib.evaluation.checks import check_backend, check_protocol
+
+MAX_PIXELS_CPU = 1 << 22  # planes x pixels per device-path chunk (bounds memory)
+MAX_PIXELS_CUDA = 1 << 25
+COMPONENT, HOLE = 0, 1  # the kind column of component rows
 
 # (rows, cols) offsets of the 8- and 4-neighbourhoods.
 NEIGHBOURS = {
@@ -146,11 +154,117 @@ def label_extents(labels: Tensor, width: int) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
+# Device path: components -> inclusive extents from the label tables (same outputs as the CPU path)
+# ---------------------------------------------------------------------------------------------
+
+def _plane_masks(scores: Tensor, cuts: Tensor, planes: Tensor) -> Tensor:
+    """Foreground of the selected (map, threshold) planes, flat index map*T + t -> (P, H, W) bool."""
+    T = cuts.shape[1]
+    return scores[planes // T] > cuts.reshape(-1)[planes][:, None, None]
+
+
+def _plane_chunks(total: int, per_plane: int, device: torch.device) -> list[Tensor]:
+    """Flat plane indices 0..total-1 in chunks of at most `MAX_PIXELS_*` / `per_plane` planes."""
+    budget = MAX_PIXELS_CUDA if device.type == "cuda" else MAX_PIXELS_CPU
+    step = max(1, budget // per_plane)
+    return list(torch.arange(total, device=device).split(step))
+
+
+def _border_pixels(H: int, W: int, device: torch.device) -> Tensor:
+    """1 on the image border, 0 inside, flat (H*W,) int64."""
+    edge = torch.zeros(H, W, dtype=torch.int64, device=device)
+    edge[0, :] = edge[-1, :] = 1
+    edge[:, 0] = edge[:, -1] = 1
+    return edge.reshape(-1)
+
+
+def _background_and_holes(mask: Tensor) -> tuple[Tensor, Tensor]:
+    """(P, H, W) masks -> 4-connected background labels (P, n+1) and which pixels are holes (P, n)."""
+    P, H, W = mask.shape
+    n = H * W
+    labels = label_components(~mask, connectivity=4)
+    reaches = label_sums(labels, _border_pixels(H, W, mask.device).expand(P, n)) > 0
+    background = ~mask.reshape(P, n)
+    return labels, background & ~reaches.gather(1, labels[:, :n])
+
+
+def _twice_contour_area(filled: Tensor, labels: Tensor) -> Tensor:
+    """Twice the outer-contour polygon area per label slot, (P, H, W) x (P, n+1) -> (P, n+1):
+    2x2 windows with 3 pixels count 1, with 4 count 2."""
+    P, H, W = filled.shape
+    n = H * W
+    f = filled.to(torch.int8)
+    count = f[:, :-1, :-1] + f[:, 1:, :-1] + f[:, :-1, 1:] + f[:, 1:, 1:]
+    area2 = (count == 3).long() + 2 * (count == 4).long()
+    grid = labels[:, :n].reshape(P, H, W)
+    corner = torch.minimum(torch.minimum(grid[:, :-1, :-1], grid[:, 1:, :-1]),
+                           torch.minimum(grid[:, :-1, 1:], grid[:, 1:, 1:]))
+    sums = torch.zeros(P, n + 1, dtype=torch.int64, device=filled.device)
+    return sums.scatter_add_(1, corner.reshape(P, -1), area2.reshape(P, -1))
+
+
+def _label_extent(labels: Tensor, label: Tensor, width: int) -> Tensor:
+    """Inclusive extent of one label per plane, (P, n+1) labels and (P,) label -> (P, 4)."""
+    n = labels.shape[1] - 1
+    index = torch.arange(n, device=labels.device)
+    rows, cols = index // width, index % width
+    member = labels[:, :n] == label[:, None]
+    big = torch.tensor(n, device=labels.device)
+    return torch.stack([torch.where(member, rows, big).amin(1), torch.where(member, cols, big).amin(1),
+                        torch.where(member, rows, -1).amax(1), torch.where(member, cols, -1).amax(1)], 1)
+
+
+def _component_rows(labels: Tensor, keep: Tensor | None, planes: Tensor, kind: int,
+                    width: int) -> tuple[Tensor, Tensor]:
+    """Every component root of the chunk (where `keep`) -> its plane (M,) and (kind, extent) (M, 5)."""
+    root = root_mask(labels)
+    if keep is not None:
+        root &= keep
+    which, pixel = root.nonzero(as_tuple=True)
+    extent = label_extents(labels, width)[which, pixel]
+    return planes[which], torch.cat([torch.full_like(extent[:, :1], kind), extent], 1)
+
+
+def _propagated_extents(scores: Tensor, cuts: Tensor, protocol: str, want_all: bool) -> tuple[Tensor, Tensor]:
+    """Torch label propagation: largest extents (N, T, 4) (-1 if empty) and rows (M, 7) if `want_all`."""
+    N, H, W = scores.shape
+    T = cuts.shape[1]
+    n = H * W
+    index = torch.arange(n, device=scores.device)
+    largest = torch.empty(N * T, 4, dtype=torch.int64, device=scores.device)
+    plane_ids, row_list = [], []
+    for planes in _plane_chunks(N * T, (6 if want_all else 1) * n, scores.device):
+        mask = _plane_masks(scores, cuts, planes)
+        if protocol == "sat":
+            labels = label_components(mask, connectivity=8)
+            key = label_sums(labels)[:, :n] * (n + 1) + (n - index)  # most pixels, then first
+            found = [(labels, None, COMPONENT)]
+        else:
+            background, hole = _background_and_holes(mask)
+            filled = mask | hole.reshape(mask.shape)
+            labels = label_components(filled, connectivity=8)
+            key = _twice_contour_area(filled, labels)[:, :n] * (n + 1) + index  # largest area, then last
+            found = [(label_components(mask, connectivity=8), None, COMPONENT),
+                     (background, hole, HOLE)] if want_all else []
+        best_key, best = torch.where(root_mask(labels), key, -1).max(1)
+        largest[planes] = torch.where(best_key[:, None] >= 0, _label_extent(labels, best, W), -1)
+        for component_labels, keep, kind in found if want_all else []:
+            plane, rows = _component_rows(component_labels, keep, planes, kind, W)
+            plane_ids.append(plane)
+            row_list.append(rows)
+    rows = torch.zeros(0, 7, dtype=torch.int64, device=scores.device)
+    if want_all:
+        plane = torch.cat(plane_ids)
+        rows = torch.cat([torch.stack([plane // T, plane % T], 1), torch.cat(row_list)], 1)
+    return rearrange(largest, "(maps thresholds) extent -> maps thresholds extent", maps=N), rows
+
+
+# ---------------------------------------------------------------------------------------------
 # CPU path: component trees with numba (compiled on first use, cached on disk)
 # ---------------------------------------------------------------------------------------------
 
-def map_boxes(values: np.ndarray, cuts: np.ndarray, wsoleval: bool, want_all: bool,
-              threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def map_extents(values: np.ndarray, cuts: np.ndarray, *, wsoleval: bool, want_all: bool,
+                threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Component trees of (N, H, W) maps at (N, T) cuts (foreground ``values > cut``); `values`
     float, or uint8 8-bit levels (wsoleval's quantised maps).
 
@@ -158,24 +272,55 @@ def map_boxes(values: np.ndarray, cuts: np.ndarray, wsoleval: bool, want_all: bo
     above the cut), and with `want_all` every component as rows (M, 7) = (map, threshold, kind,
     min_row, min_col, max_row, max_col). SAT (`wsoleval` False): size = pixel count, ties to the
     first pixel in raster order. wsoleval: holes (4-connected background not reaching the border)
-    filled, size = outer-contour polygon area, ties to the last; rows also list the holes (kind 1).
-    Maps are split over `threads` threads (default: torch's intra-op thread count).
+    filled, size = outer-contour polygon area, ties to the last; rows also list the holes (kind
+    `HOLE`). Maps are split over `threads` threads (default: torch's intra-op thread count).
     """
-    from satlib.evaluation._unionfind import map_boxes as kernel  # numba compiles on first use
+    from satlib.evaluation._unionfind import map_extents as kernel  # numba compiles on first use
 
     N, H, W = values.shape
     levels = values.dtype == np.uint8  # 8-bit levels: a lookup table per map instead of a search per pixel
     flat = np.ascontiguousarray(values.reshape(N, H * W), dtype=np.uint8 if levels else np.float32)
     cuts = np.ascontiguousarray(cuts, dtype=np.float64)  # float32 values compare exactly in float64
+
+    def run(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        return kernel(flat[start:stop], cuts[start:stop], height=H, width=W, wsoleval=wsoleval,
+                      want_all=want_all, levels=levels)
+
     threads = max(1, min(N, torch.get_num_threads() if threads is None else threads))
     if threads == 1:
-        return kernel(flat, cuts, H, W, wsoleval, want_all, levels)
+        return run(0, N)
     from concurrent.futures import ThreadPoolExecutor
 
     bounds = np.linspace(0, N, threads + 1).astype(int)
     with ThreadPoolExecutor(threads) as pool:  # the kernel releases the GIL
-        parts = list(pool.map(lambda ab: kernel(flat[ab[0]:ab[1]], cuts[ab[0]:ab[1]], H, W, wsoleval, want_all,
-                                                levels), zip(bounds[:-1], bounds[1:])))
+        parts = list(pool.map(run, bounds[:-1], bounds[1:]))
     for start, (_, rows) in zip(bounds[:-1], parts):
         rows[:, 0] += start
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _union_find_extents(scores: Tensor, cuts: Tensor, protocol: str, want_all: bool) -> tuple[Tensor, Tensor]:
+    """The numba component trees (`map_extents`), same outputs as `_propagated_extents`."""
+    largest, rows = map_extents(scores.cpu().numpy(), cuts.cpu().numpy(), wsoleval=protocol == "wsoleval",
+                                want_all=want_all)
+    return torch.from_numpy(largest).to(scores.device), torch.from_numpy(rows).to(scores.device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Either backend
+# ---------------------------------------------------------------------------------------------
+
+def component_extents(scores: Tensor, cuts: Tensor, protocol: str, backend: str = "auto",
+                      want_all: bool = False) -> tuple[Tensor, Tensor]:
+    """Foreground ``scores > cut`` of (N, H, W) scores at (N, T) cuts -> the largest component's
+    extent per (map, threshold), (N, T, 4) (-1: nothing above the cut), and with `want_all` every
+    component (and wsoleval hole) as rows (M, 7): map, threshold, kind (`COMPONENT`, `HOLE`),
+    min_row, min_col, max_row, max_col. On the scores' device.
+
+    `backend`: "propagate" (torch, any device), "union_find" (numba, CPU), or "auto" (the first on
+    CUDA, the second otherwise).
+    """
+    if check_backend(backend) == "auto":
+        backend = "propagate" if scores.is_cuda else "union_find"
+    run = _propagated_extents if backend == "propagate" else _union_find_extents
+    return run(scores, cuts, check_protocol(protocol), want_all)

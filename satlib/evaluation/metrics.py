@@ -33,10 +33,20 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from satlib.evaluation.boxes import (box_iou, check_gt_boxes, check_maps, check_protocol, check_thresholds,
-                                     component_extents, default_thresholds, extents_to_boxes, image_hw,
-                                     max_iou, normalize_maps, pad_gt_boxes, rows_to_boxes, threshold_levels)
+from satlib.evaluation.boxes import extents_to_boxes, rows_to_boxes
+from satlib.evaluation.checks import (
+    check_backend,
+    check_gt_boxes,
+    check_maps,
+    check_protocol,
+    check_thresholds,
+    image_hw,
+)
+from satlib.evaluation.components import component_extents
+from satlib.evaluation.iou import box_iou, max_iou, pad_gt_boxes
 from satlib.evaluation.masks import PixelAPMeter, check_masks
+from satlib.evaluation.normalize import normalize_maps
+from satlib.evaluation.thresholds import default_thresholds, threshold_levels
 
 LOC_IOU = 50  # GT-known and Top-k Loc use IoU >= 0.5 in both protocols
 
@@ -63,7 +73,7 @@ class LocalizationEvaluator:
         if not self.iou_thresholds or not exact:
             raise ValueError(f"iou_thresholds must be integers in (0, 100], got {tuple(iou_thresholds)}")
         self.image_size = image_hw(image_size)
-        self.backend = backend
+        self.backend = check_backend(backend)
         self._levels = sorted(set(self.iou_thresholds) | {LOC_IOU})
         self.reset()
 
@@ -120,7 +130,7 @@ class LocalizationEvaluator:
         scores, cuts = threshold_levels(normalized, self.thresholds, self.protocol)
         gt, _ = pad_gt_boxes(boxes, maps.device)
         wsoleval = self.protocol == "wsoleval"
-        extents, rows = component_extents(scores, cuts, self.protocol, self.backend, want_all=wsoleval)
+        extents, rows = component_extents(scores, cuts, self.protocol, backend=self.backend, want_all=wsoleval)
         iou = max_iou(extents_to_boxes(extents, self.protocol, self.image_size), gt)  # (B, T)
         levels = torch.tensor(self._levels, dtype=torch.float64, device=iou.device)[:, None, None] / 100
         self.largest_hits += (iou >= levels).sum(1).cpu()

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from satlib.evaluation.boxes import normalize_maps
+from satlib.evaluation.normalize import normalize_maps
 
 
 def _image_array(image: Tensor | np.ndarray) -> np.ndarray:

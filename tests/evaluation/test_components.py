@@ -4,6 +4,11 @@ import torch
 from scipy import ndimage
 
 from satlib.evaluation import components as cc
+from satlib.evaluation import normalize_maps
+from satlib.evaluation.components import component_extents
+from satlib.evaluation.thresholds import threshold_levels
+
+from eval_fixtures import smooth_maps
 
 
 def _canonical(labels: np.ndarray) -> np.ndarray:
@@ -18,7 +23,7 @@ def _canonical(labels: np.ndarray) -> np.ndarray:
 def _spiral(size: int) -> np.ndarray:
     """A one-pixel-wide spiral: the worst case for plain min-label propagation."""
     mask = np.zeros((size, size), dtype=bool)
-    r, c, dr, dc = 0, 0, 0, 1
+    r, c = 0, 0
     lo_r, hi_r, lo_c, hi_c = 0, size - 1, 0, size - 1
     while lo_r <= hi_r and lo_c <= hi_c:
         for c in range(lo_c, hi_c + 1):
@@ -79,7 +84,7 @@ def test_numba_tree_matches_device_on_fill_and_ties():
     values = rng.integers(0, 6, (30, 9, 12)).astype(np.float64)  # many equal values: ties
     cuts = np.tile(np.arange(-1, 6, dtype=np.float64), (30, 1))
     for fill, prefer_last in ((False, False), (True, True)):
-        tree, _ = cc.map_boxes(values, cuts, wsoleval=fill, want_all=False)
+        tree, _ = cc.map_extents(values, cuts, wsoleval=fill, want_all=False)
         for m in range(30):
             for j, cut in enumerate(cuts[m]):
                 fg = values[m] > cut
@@ -109,8 +114,8 @@ def test_numba_threads_give_identical_results():
     values = rng.random((7, 12, 10)).astype(np.float32)
     cuts = np.tile(np.linspace(0, 0.9, 6), (7, 1))
     for wsoleval in (False, True):
-        one = cc.map_boxes(values, cuts, wsoleval, want_all=True, threads=1)
-        three = cc.map_boxes(values, cuts, wsoleval, want_all=True, threads=3)
+        one = cc.map_extents(values, cuts, wsoleval=wsoleval, want_all=True, threads=1)
+        three = cc.map_extents(values, cuts, wsoleval=wsoleval, want_all=True, threads=3)
         assert np.array_equal(one[0], three[0])
         assert np.array_equal(one[1], three[1])
 
@@ -122,8 +127,8 @@ def test_numba_tree_on_8bit_levels_equals_float_values(wsoleval):
     levels[0] = 7  # a constant map
     cuts = np.floor(np.linspace(0, 0.99, 25)[None, :] * levels.reshape(6, -1).max(1)[:, None]).astype(np.float64)
     cuts[1] = np.linspace(-1.5, 300.5, 25)  # fractional cuts, and cuts outside 0..255
-    as_uint8 = cc.map_boxes(levels, cuts, wsoleval, want_all=True)
-    as_float = cc.map_boxes(levels.astype(np.float32), cuts, wsoleval, want_all=True)
+    as_uint8 = cc.map_extents(levels, cuts, wsoleval=wsoleval, want_all=True)
+    as_float = cc.map_extents(levels.astype(np.float32), cuts, wsoleval=wsoleval, want_all=True)
     assert np.array_equal(as_uint8[0], as_float[0])
     assert np.array_equal(as_uint8[1], as_float[1])
 
@@ -132,6 +137,34 @@ def test_padded_grid_offsets_follow_the_documented_ring():
     from satlib.evaluation._unionfind import RING, _grid
 
     H, W = 5, 7
-    rows, cols, offsets = _grid(H, W)
+    grid = _grid(H, W)
     p = 3 * (W + 2) + 4  # an inner pixel
-    assert [(rows[p + o] - rows[p], cols[p + o] - cols[p]) for o in offsets] == list(RING)
+    rows, cols = grid.rows, grid.cols
+    assert [(rows[p + o] - rows[p], cols[p + o] - cols[p]) for o in grid.offsets] == list(RING)
+    assert (grid.height, grid.width) == (H, W) and (rows.min(), rows.max(), cols.max()) == (-1, H, W)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("protocol", ["sat", "wsoleval"])
+def test_cuda_components_match_cpu_tree(protocol):
+    """Same scores in, same boxes out (the resize runs on each device; bicubic may differ by an ulp)."""
+    maps = smooth_maps(30, seed=8, size=(14, 14))
+    scores, cuts = threshold_levels(normalize_maps(maps, 224, protocol), [i / 10 for i in range(10)], protocol)
+    cpu = component_extents(scores, cuts, protocol, "union_find", want_all=True)
+    cuda = component_extents(scores.cuda(), cuts.cuda(), protocol, "auto", want_all=True)
+    assert torch.equal(cuda[0].cpu(), cpu[0])
+    order = [torch.tensor(sorted(rows.cpu().tolist())) for rows in (cpu[1], cuda[1])]
+    assert torch.equal(order[0], order[1])
+    assert torch.equal(normalize_maps(maps.cuda(), 224, "sat").cpu(), normalize_maps(maps, 224, "sat"))
+
+
+def test_label_tables_follow_the_masks_device():
+    """Every table the device path builds from the labels lives on their device (meta: no data)."""
+    meta = torch.device("meta")
+    labels = torch.zeros(3, 4 * 5 + 1, dtype=torch.int64, device=meta)  # (P, n+1)
+    filled = torch.zeros(3, 4, 5, dtype=torch.bool, device=meta)
+    tables = [cc.root_mask(labels), cc.label_sums(labels), cc.label_extents(labels, width=5),
+              cc._twice_contour_area(filled, labels), cc._label_extent(labels, labels[:, 0], width=5),
+              cc._plane_masks(torch.zeros(2, 4, 5, device=meta), torch.zeros(2, 3, device=meta),
+                              torch.arange(6, device=meta))]
+    assert [t.device for t in tables] == [meta] * len(tables)

@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 import torch
-from eval_fixtures import smooth_maps
 
 from satlib.evaluation import boxes_from_maps, normalize_maps
-from satlib.evaluation.boxes import resize_bilinear
+from satlib.evaluation.normalize import resize_bilinear
+
+from eval_fixtures import smooth_maps
 
 cv2 = pytest.importorskip("cv2")
 

@@ -1,10 +1,10 @@
-import numpy as np
 import pytest
 import torch
-from eval_fixtures import random_gt_boxes, smooth_maps
-from wsol_reference import sat_metrics, wsoleval_metrics
 
 from satlib.evaluation import LocalizationEvaluator, normalize_maps
+
+from eval_fixtures import random_gt_boxes, smooth_maps
+from wsol_reference import sat_metrics, wsoleval_metrics
 
 
 def _hand_case():
@@ -193,3 +193,19 @@ def test_image_without_visible_gt_box_is_a_miss():
     assert iou[1, 0] == 0.0 and iou[0, 0] > 0.5
     metrics = evaluator.compute()
     assert metrics["gt_known"] == 50.0 and metrics["top1_loc"] == 50.0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("protocol", ["sat", "wsoleval"])
+def test_cuda_gt_boxes_with_an_image_without_box(protocol):
+    """GT boxes decoded on the GPU (data.gpu_decode), one image's boxes all cut away by the centre crop."""
+    maps = torch.zeros(2, 4, 4)
+    maps[:, 1:3, 1:3] = 1.0
+    boxes = [torch.tensor([[8.0, 8.0, 23.0, 23.0]]), torch.zeros(0, 4)]
+    results = []
+    for device in ("cpu", "cuda"):
+        evaluator = LocalizationEvaluator(thresholds=[0.5], image_size=32, protocol=protocol)
+        iou = evaluator.update(maps.to(device), [b.to(device) for b in boxes])
+        assert iou.device.type == device and iou[1, 0] == 0.0
+        results.append(evaluator.compute())
+    assert results[0] == results[1]

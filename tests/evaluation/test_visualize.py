@@ -5,7 +5,7 @@ import torch
 
 matplotlib.use("Agg")
 
-from satlib.evaluation.visualize import overlay, show_localization, show_localization_grid  # noqa: E402
+from satlib.evaluation.visualize import overlay, show_localization, show_localization_grid
 
 
 def test_overlay_is_half_image_half_heatmap():

@@ -1,0 +1,38 @@
+import numpy as np
+import pytest
+import torch
+
+from satlib.evaluation import SAT_THRESHOLDS, WSOLEVAL_THRESHOLDS, default_thresholds
+from satlib.evaluation.thresholds import threshold_levels
+
+
+def test_default_thresholds_are_each_protocols_own():
+    assert default_thresholds("sat") == SAT_THRESHOLDS == (0.3, 0.35, 0.4, 0.45)
+    assert default_thresholds("wsoleval") == WSOLEVAL_THRESHOLDS
+    assert len(WSOLEVAL_THRESHOLDS) == 100 and WSOLEVAL_THRESHOLDS[1] == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="unknown protocol 'voc'"):
+        default_thresholds("voc")
+
+
+def test_sat_foreground_is_the_float_map_above_float32_t():
+    above = float(np.nextafter(np.float32(0.3), np.float32(1)))
+    normalized = torch.tensor([[[0.1, 0.3, above, 0.9]]])  # float32(0.3) > 0.3 in float64, not in float32
+    scores, cuts = threshold_levels(normalized, [0.3, 0.0], "sat")
+    assert scores is normalized and cuts.dtype == torch.float32
+    assert (scores[:, None] > cuts[..., None, None]).tolist() == [[[[False, False, True, True]],
+                                                                   [[True, True, True, True]]]]
+
+
+def test_wsoleval_foreground_is_the_8bit_map_above_int_t_times_peak():
+    normalized = torch.tensor([[[0.0, 0.5, 0.8, 0.9]]])  # 8-bit: 0, 127, 204, 229
+    scores, cuts = threshold_levels(normalized, [0.5, 0.55], "wsoleval")
+    assert scores.dtype == torch.uint8 and scores.tolist() == [[[0, 127, 204, 229]]]
+    assert cuts.tolist() == [[np.floor(0.5 * 229), np.floor(0.55 * 229)]]  # int(t * q.max()): 114, 125
+    assert (scores[:, None] > cuts[..., None, None]).tolist() == [[[[False, True, True, True]]] * 2]
+
+
+def test_threshold_levels_follow_the_maps_device():
+    normalized = torch.zeros(2, 3, 3, device="meta")
+    for protocol in ("sat", "wsoleval"):
+        scores, cuts = threshold_levels(normalized, [0.1, 0.5], protocol)
+        assert scores.device == cuts.device == normalized.device and cuts.shape == (2, 2)
