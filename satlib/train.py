@@ -57,11 +57,6 @@ from satlib.runtime import (
     unwrap_model,
 )
 
-# TODO(remove): bench/gpu_suite.py migrates (bench/suite/sections/training.py imports `evaluate`, Dist,
-# build_datasets, build_model, test_loader and train_loader from here; their homes are evaluate_model in
-# satlib.evaluation.evaluate, satlib.runtime, satlib.data.from_config and satlib.checkpoint).
-evaluate = evaluate_model
-
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
