@@ -13,6 +13,7 @@ A satlib checkpoint is a dict::
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch
 
 from satlib.config import Config, config_from_dict
 from satlib.files import atomic_write, read_weights_only
+from satlib.runtime import SMOKE_ENV, work_limits
 
 
 class CheckpointError(ValueError):
@@ -46,7 +48,8 @@ def build_model(config: Config, num_classes: int | None = None, *, with_pretrain
     """The model `config.model` describes for `config.data.img_size` inputs (num_classes overrides the config's).
 
     `model.pretrained` loads backbone weights ("timm": the variant's own, else a local file) unless
-    `with_pretrained=False` (a checkpoint's weights are about to replace them).
+    `with_pretrained=False` (a checkpoint's weights are about to replace them). Under SATLIB_SMOKE "timm"
+    is skipped with a warning: random init, nothing downloaded (a local file still loads).
     """
     from satlib.models import create_model
 
@@ -54,6 +57,10 @@ def build_model(config: Config, num_classes: int | None = None, *, with_pretrain
     pretrained: bool | str = False
     if with_pretrained and m.pretrained:
         pretrained = True if m.pretrained == "timm" else m.pretrained
+    if pretrained is True and work_limits().random_init:
+        warnings.warn(f"{SMOKE_ENV}=1: model.pretrained=timm skipped, {m.name} starts from random weights "
+                      f"(nothing is downloaded; a smoke run checks code paths, not results)", stacklevel=2)
+        pretrained = False
     return create_model(m.name, num_classes=num_classes or m.num_classes, pretrained=pretrained,
                         img_size=config.data.img_size, drop_rate=m.drop_rate, drop_path_rate=m.drop_path_rate,
                         num_query_blocks=m.num_query_blocks, attn_impl=m.attn_impl, **m.kwargs)

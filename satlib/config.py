@@ -67,6 +67,7 @@ class TrainConfig:
     clip_grad: float = 0.0  # max gradient norm; 0 = no clipping (official)
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     compile: bool = False
+    compile_backend: str = "inductor"  # torch.compile backend ("aot_eager" runs on a CPU without a compiler)
     seed: int = 6
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     eval_every: int = 1  # epochs between evaluations; 0 = only after the last epoch

@@ -1,7 +1,13 @@
-"""Where a process runs and how: device, torchrun's process group, seeds and RNG state, autocast, threads.
+"""Where a process runs and how: device, torchrun's process group, seeds and RNG state, autocast, TF32,
+threads, and how much work a run may do (the smoke switch).
 
 Training, evaluation, prediction, the demo and the book all need these; none of them belongs to the
 training loop. DDP as in nanoGPT: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK, rank 0 is the master.
+
+`SATLIB_SMOKE=1` in the environment keeps every model, recipe, dataset reader and code path and only
+caps the work (`work_limits()`): a training run stops after 2 optimizer steps of at most 8 images, an
+evaluation after 2 batches of at most 8 images, and `pretrained: timm` starts from random weights
+(nothing is downloaded; a local weights file still loads).
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,11 +67,70 @@ def setup_distributed(device_name: str = "auto") -> Dist:
     return Dist(rank, world, local_rank, device)
 
 
-def allow_tf32(device: torch.device) -> None:
-    """TF32 matmuls and convolutions on CUDA (Ampere and later); nothing on a CPU."""
-    if device.type == "cuda":
+# ----------------------------------------------------------------------------------------------
+# the smoke switch: every code path, a capped amount of work
+
+SMOKE_ENV = "SATLIB_SMOKE"
+
+
+@dataclass(frozen=True)
+class WorkLimits:
+    """Caps on a run's work; 0 = no cap."""
+
+    train_steps: int = 0  # optimizer steps of a training run (over all its epochs)
+    step_images: int = 0  # images per optimizer step, over every rank and accumulated micro-batch
+    eval_batches: int = 0  # batches of one evaluation (per rank)
+    eval_batch_size: int = 0  # images per evaluation batch
+    random_init: bool = False  # `pretrained: timm` starts from random weights (no download)
+
+    def train_batch_size(self, batch_size: int, grad_accum: int, world: int) -> int:
+        """The global micro-batch under `step_images` (a multiple of `world`, at least one image per rank)."""
+        if not self.step_images:
+            return batch_size
+        return min(batch_size, max(world, self.step_images // max(grad_accum, 1) // world * world))
+
+    def eval_batch(self, batch_size: int) -> int:
+        """An evaluation batch size under `eval_batch_size`."""
+        return min(batch_size, self.eval_batch_size) if self.eval_batch_size else batch_size
+
+
+SMOKE_LIMITS = WorkLimits(train_steps=2, step_images=8, eval_batches=2, eval_batch_size=8, random_init=True)
+
+
+def smoke() -> bool:
+    """Whether `SATLIB_SMOKE` asks for a smoke run ("1", "true", "yes", "on"; unset, "", "0", "false" = no)."""
+    value = os.environ.get(SMOKE_ENV, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{SMOKE_ENV}={value!r}: expected 1 (smoke run) or 0")
+
+
+def work_limits() -> WorkLimits:
+    """`SMOKE_LIMITS` under `SATLIB_SMOKE=1`, else no caps: the one place that reads the switch."""
+    return SMOKE_LIMITS if smoke() else WorkLimits()
+
+
+# ----------------------------------------------------------------------------------------------
+# precision: TF32 and bf16 autocast
+
+TF32_DEVICE_TYPES = frozenset({"cuda"})  # where `allow_tf32` turns TF32 on
+AUTOCAST_DEVICE_TYPES = frozenset({"cuda"})  # where train.amp turns bf16 autocast on (CPU autocast is slow)
+
+
+@contextlib.contextmanager
+def allow_tf32(device: torch.device) -> Iterator[None]:
+    """TF32 matmuls and convolutions on CUDA (Ampere and later) inside the block; the flags as they were
+    after it, returned or raised (a notebook's later cells keep full fp32). Nothing on a CPU."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    if device.type in TF32_DEVICE_TYPES:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def seed_everything(seed: int) -> None:
@@ -74,24 +140,36 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rng_state() -> dict:
-    """Every RNG a training step draws from, in a form `weights_only` loading accepts."""
+def rng_state(device: torch.device | None = None) -> dict:
+    """Every RNG a training step draws from, in a form `weights_only` loading accepts: Python's, NumPy's,
+    torch's CPU generator and, on a CUDA `device`, that one device's generator (this rank's own GPU)."""
     _, keys, pos, has_gauss, cached = np.random.get_state()
     state = {"python": random.getstate(), "torch": torch.get_rng_state(),
              "numpy": [torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict) -> None:
-    """Restore what `rng_state` returned (after a round trip through a checkpoint)."""
+def set_rng_state(state: dict, device: torch.device | None = None) -> None:
+    """Restore what `rng_state` returned (after a round trip through a checkpoint) on this rank's `device`.
+
+    The CUDA generator is restored on `device` only, whatever number of GPUs the saving machine had;
+    an older checkpoint holding every visible GPU's state gives this device's entry (the last one
+    when it has fewer). A state saved without CUDA, or restored on a CPU, leaves CUDA as seeded.
+    """
     random.setstate(_as_tuples(state["python"]))
     torch.set_rng_state(state["torch"])
     keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if cuda is None or device is None or device.type != "cuda":
+        return
+    if isinstance(cuda, (list, tuple)):  # every visible GPU's state (satlib before per-device states)
+        if not cuda:
+            return
+        cuda = cuda[min(device.index or 0, len(cuda) - 1)]
+    torch.cuda.set_rng_state(cuda, device)
 
 
 def _as_tuples(value):
@@ -99,8 +177,8 @@ def _as_tuples(value):
 
 
 def gather_rng_states(ddp: Dist) -> list[dict]:
-    """Every rank's `rng_state()` in rank order, so each rank resumes its own stream."""
-    state = rng_state()
+    """Every rank's `rng_state(its device)` in rank order, so each rank resumes its own stream."""
+    state = rng_state(ddp.device)
     if not ddp.enabled:
         return [state]
     states = [None] * ddp.world
@@ -109,9 +187,9 @@ def gather_rng_states(ddp: Dist) -> list[dict]:
 
 
 def bf16_autocast(device: torch.device, *, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when `enabled` (train.amp); a no-op context on a CPU."""
+    """bf16 autocast on CUDA when `enabled` (train.amp); a no-op context on a CPU (`AUTOCAST_DEVICE_TYPES`)."""
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                          enabled=enabled and device.type == "cuda")
+                          enabled=enabled and device.type in AUTOCAST_DEVICE_TYPES)
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

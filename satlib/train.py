@@ -55,6 +55,7 @@ from satlib.runtime import (
     set_rng_state,
     setup_distributed,
     unwrap_model,
+    work_limits,
 )
 
 
@@ -134,6 +135,7 @@ class Run:
     history: list[dict] = field(default_factory=list)
     elapsed: float = 0.0  # wall-clock seconds spent by earlier sessions of a resumed run
     time_is_up: bool = False  # the train.time_budget cap was reached (every rank agrees)
+    work_capped: bool = False  # SATLIB_SMOKE's cap on optimizer steps was reached (see satlib.runtime)
 
     @property
     def total_steps(self) -> int:
@@ -170,29 +172,30 @@ def train(config: Config, *, resume: bool = False, progress: bool = True,
           on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Train as `config` says; returns the last epoch's record (losses, accuracy, eval metrics)."""
     run = build_run(config)
-    if resume:
-        resume_run(run)
-    write_config(run)
-    clock = Clock(config.train.time_budget, run.ddp, run.elapsed)
-    record: dict = run.history[-1] if run.history else {}
-    stopped = resume and clock.out_of_time()  # a resumed run whose budget earlier sessions spent
-    while run.epoch < config.train.epochs and not stopped:
-        sums = run_epoch(run, clock, progress)
-        record = epoch_record(run, sums, clock)
-        last = run.epoch == config.train.epochs or record["stopped_early"]
-        if last or (config.train.eval_every and run.epoch % config.train.eval_every == 0):
-            record.update(evaluate_run(run, cam=last))
-        run.history.append(record)
-        _log(run.ddp, _summary(record))
-        save_run(run, record)
-        stopped = record["stopped_early"]
-        if stopped and run.ddp.master:
-            warnings.warn(record["stop_reason"], TimeBudgetExceeded, stacklevel=2)
-        if on_epoch is not None:
-            on_epoch(record)
-    if run.ddp.enabled:
-        dist.barrier()
-    return record
+    with allow_tf32(run.ddp.device):  # TF32 for this run only: the flags are restored after it
+        if resume:
+            resume_run(run)
+        write_config(run)
+        clock = Clock(config.train.time_budget, run.ddp, run.elapsed)
+        record: dict = run.history[-1] if run.history else {}
+        stopped = resume and clock.out_of_time()  # a resumed run whose budget earlier sessions spent
+        while run.epoch < config.train.epochs and not stopped:
+            sums = run_epoch(run, clock, progress)
+            record = epoch_record(run, sums, clock)
+            stopped = record["stopped_early"] or run.work_capped
+            last = stopped or run.epoch == config.train.epochs
+            if last or (config.train.eval_every and run.epoch % config.train.eval_every == 0):
+                record.update(evaluate_run(run, cam=last))
+            run.history.append(record)
+            _log(run.ddp, _summary(record))
+            save_run(run, record)
+            if record["stopped_early"] and run.ddp.master:
+                warnings.warn(record["stop_reason"], TimeBudgetExceeded, stacklevel=2)
+            if on_epoch is not None:
+                on_epoch(record)
+        if run.ddp.enabled:
+            dist.barrier()
+        return record
 
 
 # ----------------------------------------------------------------------------------------------
@@ -204,7 +207,6 @@ def build_run(config: Config) -> Run:
     t = config.train
     ddp = setup_distributed(t.device)
     seed_everything(t.seed + ddp.rank)
-    allow_tf32(ddp.device)
     train_set, test_set = build_datasets(config, prepare_data(config, ddp.master))
     if config.model.num_classes != train_set.num_classes:
         _log(ddp, f"model.num_classes={config.model.num_classes} -> {train_set.num_classes} (from the dataset)")
@@ -221,7 +223,8 @@ def build_run(config: Config) -> Run:
             model, device_ids=[ddp.device.index] if ddp.device.type == "cuda" else None)
     loss_fn = SATLoss(t.area_thr, t.lambda_area, t.lambda_norm).to(ddp.device)
     return Run(config=config, ddp=ddp, loader=loader, test_set=test_set, class_names=list(train_set.class_names),
-               model=model, step_model=torch.compile(model) if t.compile else model, loss_fn=loss_fn,
+               model=model, step_model=torch.compile(model, backend=t.compile_backend) if t.compile else model,
+               loss_fn=loss_fn,
                optimizer=optimizer, steps_per_epoch=steps_per_epoch)
 
 
@@ -235,7 +238,7 @@ def resume_run(run: Run) -> None:
     run.optimizer.load_state_dict(state["optimizer"])
     run.epoch, run.step, run.history = state["epoch"], state["step"], list(state.get("history", []))
     run.elapsed = float(state.get("elapsed", 0.0))
-    set_rng_state(state["rng"][min(run.ddp.rank, len(state["rng"]) - 1)])
+    set_rng_state(state["rng"][min(run.ddp.rank, len(state["rng"]) - 1)], run.ddp.device)
     _log(run.ddp, f"resumed {path} at epoch {run.epoch}, step {run.step}")
 
 
@@ -252,6 +255,7 @@ SUMS = ("loss", "cls", "area", "norm", "correct", "images")  # what an epoch add
 def run_epoch(run: Run, clock: Clock, progress: bool) -> Tensor:
     """One pass over the training loader, or up to the time cap; returns the `SUMS` (6,) on the device."""
     config, t, ddp = run.config, run.config.train, run.ddp
+    steps_cap = work_limits().train_steps  # SATLIB_SMOKE: a few steps of every code path
     run.loader.sampler.set_epoch(run.epoch)
     run.model.train()
     sums = torch.zeros(len(SUMS), device=ddp.device)
@@ -281,6 +285,9 @@ def run_epoch(run: Run, clock: Clock, progress: bool) -> Tensor:
         if clock.out_of_time():  # a safety cap: stop after this optimizer step
             run.time_is_up = True
             break
+        if steps_cap and run.step >= steps_cap:
+            run.work_capped = True
+            break
     if ddp.enabled:
         dist.all_reduce(sums)
     _check_finite(sums[0], run)
@@ -309,6 +316,8 @@ def epoch_record(run: Run, sums: Tensor, clock: Clock) -> dict:
     record = {"epoch": run.epoch, "step": run.step, "lr": run.optimizer.param_groups[0]["lr"],
               "loss": loss / seen, "loss_cls": cls / seen, "loss_area": area / seen, "loss_norm": norm / seen,
               "train_top1": 100.0 * correct / seen, "time": clock.seconds(), "stopped_early": stopped_early}
+    if run.work_capped:
+        record["smoke"] = True  # SATLIB_SMOKE capped the work: a check of the code paths, not a result
     if stopped_early:
         record["stop_reason"] = (
             f"train.time_budget={clock.budget:g}s reached after optimizer step {run.step} of {run.total_steps}: "

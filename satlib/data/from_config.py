@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 
 from satlib.config import Config
-from satlib.runtime import Dist
+from satlib.runtime import Dist, work_limits
 
 
 def dataset_layout(config: Config) -> str:
@@ -69,23 +69,28 @@ def build_datasets(config: Config, root: str | Path | None = None, *, train: boo
 
 
 def train_loader(dataset, config: Config, ddp: Dist):
-    """Shuffled per epoch from (seed, epoch) alone, so a resumed run sees the same order."""
+    """Shuffled per epoch from (seed, epoch) alone, so a resumed run sees the same order (batch capped by
+    SATLIB_SMOKE, see `satlib.runtime.work_limits`)."""
     from satlib.data import build_loader
 
     per_rank = config.train.batch_size // ddp.world
     if per_rank * ddp.world != config.train.batch_size:
         raise ValueError(f"train.batch_size={config.train.batch_size} is not divisible by "
                          f"{ddp.world} processes")
+    batch_size = work_limits().train_batch_size(config.train.batch_size, config.train.grad_accum, ddp.world)
+    per_rank = batch_size // ddp.world
     return build_loader(dataset, per_rank, train=True, workers=_workers(config), distributed=True,
                         num_replicas=ddp.world, rank=ddp.rank, seed=config.train.seed,
                         decode_device=_decode_device(config, ddp))
 
 
 def test_loader(dataset, config: Config, ddp: Dist):
-    """Sequential; with several processes each evaluates its own shard (metrics are summed)."""
+    """Sequential; with several processes each evaluates its own shard (metrics are summed); batch capped
+    by SATLIB_SMOKE."""
     from satlib.data import build_loader
 
-    return build_loader(dataset, config.eval.batch_size, train=False, workers=_workers(config),
+    batch_size = work_limits().eval_batch(config.eval.batch_size)
+    return build_loader(dataset, batch_size, train=False, workers=_workers(config),
                         distributed=ddp.enabled, num_replicas=ddp.world, rank=ddp.rank,
                         decode_device=_decode_device(config, ddp))
 

@@ -6,12 +6,14 @@ The model is anything whose output has `.logits` (B, classes) and `.loc_map` (B,
 
 from __future__ import annotations
 
+from itertools import islice
+
 import torch
 from torch import nn
 
 from satlib.config import Config
 from satlib.evaluation import LocalizationEvaluator, ten_crop_probs
-from satlib.runtime import bf16_autocast, unwrap_model
+from satlib.runtime import bf16_autocast, unwrap_model, work_limits
 
 CAM_KEYS = ("gt_known", "top1_loc", "maxboxacc", "best_threshold")  # reported as cam_<key>
 
@@ -23,7 +25,8 @@ def evaluate_model(model: nn.Module, loader, config: Config, device: torch.devic
 
     With `cam=True` the same images are also scored with the network's own CAM (the conv head's map
     of the ground-truth class), reported as `cam_gt_known`, `cam_top1_loc`, `cam_maxboxacc`,
-    `cam_best_threshold`. With several processes the counts are summed across ranks.
+    `cam_best_threshold`. With several processes the counts are summed across ranks. Under SATLIB_SMOKE
+    only the first batches are scored (`satlib.runtime.work_limits`).
     """
     from tqdm.auto import tqdm
 
@@ -32,7 +35,8 @@ def evaluate_model(model: nn.Module, loader, config: Config, device: torch.devic
     net.eval()
     sat_eval = _evaluator(config)
     cam_eval = _evaluator(config) if cam else None
-    for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
+    batches = islice(loader, work_limits().eval_batches or None)
+    for batch in tqdm(batches, desc="evaluate", leave=False, disable=not progress):
         if batch is None:  # every image of this batch was unreadable (data.skip_bad)
             continue
         images = batch["images"].to(device, non_blocking=True)

@@ -1,0 +1,121 @@
+"""SATLIB_SMOKE=1: every code path of a run, capped to a few steps and batches."""
+
+import json
+
+import pytest
+import torch
+
+from satlib.checkpoint import build_model, load_checkpoint
+from satlib.config import load_config
+from satlib.evaluation import LocalizationEvaluator
+from satlib.losses import SATLoss
+from satlib.runtime import SMOKE_ENV, SMOKE_LIMITS, WorkLimits, smoke, work_limits
+from satlib.train import train
+
+from tiny_recipe import tiny_overrides
+
+
+@pytest.fixture(scope="module")
+def smoke_data(tmp_path_factory):
+    """24 training and 18 test images: more than a smoke run reads of either."""
+    from satlib.data.synthetic import make_synthetic_dataset
+
+    return make_synthetic_dataset(tmp_path_factory.mktemp("smoke") / "set", num_classes=3, per_class=14, size=32,
+                                  seed=1, test_fraction=0.4)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("", False), ("0", False), ("false", False), ("1", True),
+                                                 ("yes", True), (" ON ", True)])
+def test_switch_is_read_from_the_environment(monkeypatch, value, expected):
+    monkeypatch.setenv(SMOKE_ENV, value)
+    assert smoke() is expected
+    assert work_limits() == (SMOKE_LIMITS if expected else WorkLimits())
+
+
+def test_unreadable_switch_is_an_error_naming_it(monkeypatch):
+    monkeypatch.setenv(SMOKE_ENV, "maybe")
+    with pytest.raises(ValueError, match="SATLIB_SMOKE='maybe'"):
+        smoke()
+
+
+def test_unset_switch_caps_nothing(monkeypatch):
+    monkeypatch.delenv(SMOKE_ENV, raising=False)
+    limits = work_limits()
+    assert limits.train_batch_size(256, grad_accum=4, world=2) == 256 and limits.eval_batch(128) == 128
+
+
+@pytest.mark.parametrize(("batch", "accum", "world", "capped"), [(256, 1, 1, 8), (256, 1, 2, 8), (256, 4, 1, 2),
+                                                                 (256, 2, 4, 4), (256, 16, 2, 2), (4, 1, 1, 4)])
+def test_smoke_batch_keeps_steps_at_most_8_images(batch, accum, world, capped):
+    size = SMOKE_LIMITS.train_batch_size(batch, grad_accum=accum, world=world)
+    assert size == capped and size % world == 0
+    assert size * accum <= 8 or size == world  # at least one image per rank
+
+
+def _recorders(monkeypatch):
+    """Record the images of every training micro-batch and of every evaluated batch."""
+    seen = {"train": [], "eval": []}
+    real_loss, real_update = SATLoss.forward, LocalizationEvaluator.update
+
+    def loss(self, out, labels, **kwargs):
+        seen["train"].append(len(labels))
+        return real_loss(self, out, labels, **kwargs)
+
+    def update(self, maps, boxes, *args, **kwargs):
+        seen["eval"].append(len(maps))
+        return real_update(self, maps, boxes, *args, **kwargs)
+
+    monkeypatch.setattr(SATLoss, "forward", loss)
+    monkeypatch.setattr(LocalizationEvaluator, "update", update)
+    return seen
+
+
+def test_smoke_training_stops_after_two_capped_steps_and_evaluates_two_batches(smoke_data, tmp_path, monkeypatch):
+    monkeypatch.setenv(SMOKE_ENV, "1")
+    seen = _recorders(monkeypatch)
+    config = load_config("synthetic_cpu", tiny_overrides(smoke_data, tmp_path / "run", **{
+        "train.epochs": 5, "train.batch_size": 16, "train.grad_accum": 2, "train.eval_every": 0}))
+    record = train(config, progress=False)
+    assert seen["train"] == [4, 4, 4, 4]  # 2 optimizer steps x 2 accumulated micro-batches of 4 images
+    assert seen["eval"] == [8, 8] * 2  # SAT's map and the CAM, 2 batches of 8 of the 18 test images
+    assert record["step"] == 2 and record["smoke"] is True and record["stopped_early"] is False
+    assert "gt_known" in record and "cam_gt_known" in record  # the closing evaluation ran
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["smoke"] is True and len(metrics["history"]) == 1
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 2
+
+
+def test_without_smoke_the_same_run_trains_every_step(smoke_data, tmp_path, monkeypatch):
+    monkeypatch.delenv(SMOKE_ENV, raising=False)
+    seen = _recorders(monkeypatch)
+    config = load_config("synthetic_cpu", tiny_overrides(smoke_data, tmp_path / "run", **{
+        "train.epochs": 1, "train.batch_size": 8, "train.eval_every": 0}))
+    record = train(config, progress=False)
+    assert seen["train"] == [8, 8, 8] and sum(seen["eval"]) == 2 * 18 and "smoke" not in record
+
+
+def test_smoke_skips_timm_weights_with_a_warning(tiny_config, monkeypatch):
+    import satlib.models.factory as factory
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a smoke run must not look for pretrained weights")
+
+    monkeypatch.setattr(factory, "pretrained_file", no_download)
+    config = tiny_config(**{"model.pretrained": "timm"})
+    monkeypatch.delenv(SMOKE_ENV, raising=False)
+    with pytest.raises(AssertionError, match="must not look"):
+        build_model(config)
+    monkeypatch.setenv(SMOKE_ENV, "1")
+    with pytest.warns(UserWarning, match="pretrained=timm skipped.*random weights"):
+        model = build_model(config)
+    assert isinstance(model, torch.nn.Module)
+
+
+def test_smoke_still_loads_a_local_weights_file(tiny_config, tmp_path, monkeypatch):
+    monkeypatch.setenv(SMOKE_ENV, "1")
+    config = tiny_config()
+    source = build_model(config)
+    torch.save(source.state_dict(), tmp_path / "weights.pth")
+    config.model.pretrained = str(tmp_path / "weights.pth")
+    loaded = build_model(config)
+    assert torch.equal(loaded.state_dict()["loc_token"], source.state_dict()["loc_token"])
