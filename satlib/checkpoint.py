@@ -63,12 +63,15 @@ def build_model(config: Config, num_classes: int | None = None, *, with_pretrain
         pretrained = False
     return create_model(m.name, num_classes=num_classes or m.num_classes, pretrained=pretrained,
                         img_size=config.data.img_size, drop_rate=m.drop_rate, drop_path_rate=m.drop_path_rate,
-                        num_query_blocks=m.num_query_blocks, attn_impl=m.attn_impl, **m.kwargs)
+                        num_query_blocks=m.num_query_blocks, attn_impl=m.attn_impl,
+                        freeze_backbone=m.freeze_backbone, train_query_blocks=m.train_query_blocks, **m.kwargs)
 
 
 def model_from_checkpoint(path: str | Path, *, official: bool = False, device: str | torch.device = "cpu",
                           config: Config | None = None) -> tuple[torch.nn.Module, Config, dict]:
     """Rebuild the model a checkpoint was trained as; returns (model in eval mode, config, payload).
+
+    The model carries the checkpoint's `best_threshold` (None if it has none) and `eval_protocol`.
 
     `official=True` reads a checkpoint of the official SAT release (no stored config): the model is
     the official DeiT-T/S/B variant its width names, with the class count read from its head.
@@ -96,6 +99,8 @@ def model_from_checkpoint(path: str | Path, *, official: bool = False, device: s
         config = config_from_dict(payload["config"], source=f"{path}: config")
     model = build_model(config, with_pretrained=False)
     _load_state_strict(model, state, path)
+    # what satlib.localize reads: the map threshold chosen at evaluation, and the box protocol
+    model.best_threshold, model.eval_protocol = payload.get("best_threshold"), config.eval.protocol
     return model.to(device).eval(), config, payload
 
 

@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"YAML recipe (a path, or a packaged name: {', '.join(packaged_recipes())})")
     train.add_argument("--dataset", choices=choices("data.dataset"))
     train.add_argument("--data-root", help="dataset folder")
-    train.add_argument("--model", help="model name (satlib.list_models())")
+    train.add_argument("--model", help="model name: satlib.list_models() (SAT and its cam_/tscam_ baselines), or "
+                                        "sat_/cam_/tscam_ + a timm ViT name")
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=float)

@@ -31,6 +31,8 @@ class ModelConfig:
     drop_rate: float = 0.0
     num_query_blocks: int = 3
     attn_impl: Literal["sdpa", "explicit"] = "sdpa"  # fused, or every attention matrix materialised
+    freeze_backbone: bool = False  # train only the loc token, loc embedding and head
+    train_query_blocks: bool = False  # with freeze_backbone: the final num_query_blocks blocks train too
     kwargs: dict = field(default_factory=dict)  # any other create_model kwargs (embed_dim, depth, ...)
 
 

@@ -7,6 +7,9 @@ padding). The area term pulls the batch's mean map value to `area_thr` (CUB 0.25
 official code); the normalization term pushes each smoothed value towards 0 or 1. A training schedule
 may scale both constraints by a weight w in [0, 1] (`constraint_weight`): λ_area · w and λ_norm · w.
 
+The CAM and TS-CAM baselines train with cross-entropy alone (`ClassificationLoss`); `build_loss`
+picks the loss from a model's `method`, the one place the two differ.
+
 This module takes tensors and never imports the model: `SATLoss` reads any output with `.logits`
 (B, classes) and `.loc_map` (B, rows, cols), such as `satlib.models.SATOutput`.
 """
@@ -80,3 +83,27 @@ class SATLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"area_thr={self.area_thr}, lambda_area={self.lambda_area}, lambda_norm={self.lambda_norm}"
+
+
+class ClassificationLoss(nn.Module):
+    """Cross-entropy alone, the training loss of the CAM and TS-CAM baselines; called as `SATLoss`.
+
+    The "area" and "norm" terms it reports are zeros, so a training log has the same columns.
+    """
+
+    def forward(self, out: Any, labels: Tensor, *, constraint_weight: float = 1.0) -> tuple[Tensor, dict[str, Tensor]]:
+        """Cross-entropy of `out.logits` (B, classes) against labels (B,); `constraint_weight` is unused."""
+        cls = F.cross_entropy(out.logits.float(), labels)
+        zero = torch.zeros((), device=cls.device)
+        return cls, {"cls": cls.detach(), "area": zero, "norm": zero}
+
+
+def build_loss(method: str, *, area_thr: float = 0.25, lambda_area: float = 1.0,
+               lambda_norm: float = 1.0) -> nn.Module:
+    """The training loss of a localization method (a model's `method`): SAT's constrained loss for "sat",
+    cross-entropy alone for the "cam" and "tscam" baselines (their maps are read, never trained)."""
+    if method == "sat":
+        return SATLoss(area_thr, lambda_area, lambda_norm)
+    if method in ("cam", "tscam"):
+        return ClassificationLoss()
+    raise ValueError(f"no training loss for method {method!r}: expected 'sat', 'cam' or 'tscam'")

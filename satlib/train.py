@@ -7,6 +7,9 @@ weight decay on 1-D parameters, biases, position embeddings and the cls/loc toke
 cross-entropy + |batch-mean map - area_thr| + mean(s(1-s)) of the smoothed map. The official code
 builds a warmup+cosine schedule but never applies it, so its learning rate is constant:
 `train.schedule: constant` reproduces that, `cosine` (default) applies the schedule it built.
+The CAM and TS-CAM baselines (`cam_*`, `tscam_*` models) train with cross-entropy alone
+(`satlib.losses.build_loss` follows the model's method). With `model.freeze_backbone` only the
+trainable parameters (loc token, loc embedding, head) reach the optimizer; their count is printed.
 
 The schedules are measured in optimizer steps (`learning_rate`, `constraint_ramp`), never in seconds,
 so a seed fixes the run: same seed and thread count on one machine, same metrics. `train.time_budget`
@@ -45,7 +48,8 @@ from satlib.config import Config
 from satlib.data.from_config import build_datasets, prepare_data, test_loader, train_loader
 from satlib.evaluation.evaluate import evaluate_model
 from satlib.files import atomic_write_text
-from satlib.losses import SATLoss
+from satlib.losses import build_loss
+from satlib.models import count_parameters
 from satlib.runtime import (
     Dist,
     allow_tf32,
@@ -127,7 +131,7 @@ class Run:
     class_names: list[str]
     model: nn.Module  # DDP-wrapped with several processes
     step_model: nn.Module  # `model`, compiled when train.compile is set
-    loss_fn: SATLoss
+    loss_fn: nn.Module  # build_loss(model.method): SAT's loss, or cross-entropy for the baselines
     optimizer: torch.optim.Optimizer
     steps_per_epoch: int
     epoch: int = 0
@@ -217,11 +221,15 @@ def build_run(config: Config) -> Run:
         raise ValueError(f"{len(train_set)} training images give no full step of batch_size={t.batch_size} "
                          f"x grad_accum={t.grad_accum}")
     model = build_model(config).to(ddp.device)
+    trainable, total = count_parameters(model)
+    _log(ddp, f"{config.model.name}: {trainable:,} trainable parameters of {total:,}"
+              + (" (frozen backbone)" if config.model.freeze_backbone else ""))
+    loss_fn = build_loss(model.method, area_thr=t.area_thr, lambda_area=t.lambda_area,
+                         lambda_norm=t.lambda_norm).to(ddp.device)
     optimizer = torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr)
     if ddp.enabled:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[ddp.device.index] if ddp.device.type == "cuda" else None)
-    loss_fn = SATLoss(t.area_thr, t.lambda_area, t.lambda_norm).to(ddp.device)
     return Run(config=config, ddp=ddp, loader=loader, test_set=test_set, class_names=list(train_set.class_names),
                model=model, step_model=torch.compile(model, backend=t.compile_backend) if t.compile else model,
                loss_fn=loss_fn,

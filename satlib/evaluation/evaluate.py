@@ -2,6 +2,11 @@
 
 The model is anything whose output has `.logits` (B, classes) and `.loc_map` (B, rows, cols), and
 `.class_maps` (B, classes, rows, cols) for the CAM comparison; this module never imports it.
+
+A class-specific method (the CAM and TS-CAM baselines) also returns `.class_loc_maps` (B, classes,
+rows, cols), a map per class: it is scored with the ground-truth class's map, as wsolevaluation
+scores CAMs. GT-known then reads the true class's map; Top-1 Loc counts an image when the predicted
+class is right, and then that map is the predicted class's too.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ def evaluate_model(model: nn.Module, loader, config: Config, device: torch.devic
             logits = ten_crop_probs(lambda x: net(x).logits.float(),
                                     batch["images_resized"].to(device), config.data.img_size)
         masks = _gt_masks(batch)
-        sat_eval.update(out.loc_map.float(), boxes, logits=logits, labels=labels,
+        sat_eval.update(scored_maps(out, labels).float(), boxes, logits=logits, labels=labels,
                         gt_masks=None if masks is None else masks.to(device))
         if cam_eval is not None:
             cams = out.class_maps.float()[torch.arange(len(labels), device=device), labels]
@@ -62,6 +67,15 @@ def evaluate_model(model: nn.Module, loader, config: Config, device: torch.devic
         metrics.update({f"cam_{key}": cam_metrics[key] for key in CAM_KEYS})
     net.train(was_training)
     return metrics
+
+
+def scored_maps(out, labels: torch.Tensor) -> torch.Tensor:
+    """The maps the evaluator scores, (B, rows, cols): `out.loc_map`, or for a class-specific method the
+    map of each image's ground-truth class (labels (B,)) from `out.class_loc_maps`."""
+    class_loc_maps = getattr(out, "class_loc_maps", None)
+    if class_loc_maps is None:
+        return out.loc_map
+    return class_loc_maps[torch.arange(len(labels), device=labels.device), labels]
 
 
 def _evaluator(config: Config) -> LocalizationEvaluator:

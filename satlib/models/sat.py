@@ -16,6 +16,7 @@ from timm.layers import PatchEmbed, trunc_normal_
 from torch import Tensor, nn
 
 from satlib.models.blocks import Block, ConvStem, SATAttention, check_attn_impl
+from satlib.models.freeze import FrozenBackboneMixin
 
 
 class SATOutput(NamedTuple):
@@ -25,9 +26,12 @@ class SATOutput(NamedTuple):
     loc_map: Tensor  # (B, rows, cols) in [0, 1]: mean of the query blocks' masks
     masks: Tensor  # (B, depth, rows, cols): every block's localization mask over the patches
     class_maps: Tensor  # (B, classes, rows, cols): the conv head before pooling (the network's own CAM)
+    # (B, classes, rows, cols): a class-specific method's map of every class (CAM, TS-CAM); None for SAT,
+    # whose map is the same for every class
+    class_loc_maps: Tensor | None = None
 
 
-class SAT(nn.Module):
+class SAT(FrozenBackboneMixin, nn.Module):
     """Spatial-aware token ViT, images (B, C, H, W) -> SATOutput.
 
     Args:
@@ -44,6 +48,7 @@ class SAT(nn.Module):
         attn_impl: "sdpa" (fused kernel, the loc row by hand) or "explicit" (materialised attention).
     """
 
+    method = "sat"  # names the training loss (satlib.losses.build_loss)
     num_prefix_tokens = 1  # tokens before the patches (cls); the loc token comes after them
 
     def __init__(self, *, img_size: int | tuple[int, int] = 224, patch_size: int = 16, in_chans: int = 3,

@@ -127,20 +127,38 @@ def check_shapes(state_dict: Mapping[str, Tensor], model_state: Mapping[str, Ten
                              f"{tuple(model_state[key].shape)} in the model{hint}")
 
 
-def load_pretrained(model: nn.Module, source: str | os.PathLike | Mapping, *, strict: bool = True) -> LoadReport:
-    """Load DeiT/ViT backbone weights or a full SAT checkpoint (satlib or official) into `model`.
+def is_full_checkpoint(state_dict: Mapping[str, Tensor]) -> bool:
+    """Whether a state dict is a whole satlib/official model (a loc token, or a conv head), not a backbone."""
+    head = state_dict.get("head.weight")
+    return "loc_token" in state_dict or (head is not None and head.ndim == 4)
 
-    A checkpoint with a `loc_token` is a full SAT model and must match exactly (head included); anything
-    else is a backbone whose only missing keys may be the loc token, loc embedding and head. With
-    `strict=False` other missing or unexpected keys are reported instead of raising.
+
+def load_pretrained(model: nn.Module, source: str | os.PathLike | Mapping, *, strict: bool = True) -> LoadReport:
+    """Load backbone weights or a full checkpoint (satlib or official SAT) into `model`; returns what was
+    new (`missing`), ignored (`unexpected`) and dropped on purpose (`dropped`).
+
+    A checkpoint with a `loc_token` or a conv head is a full model and must match exactly (head
+    included). Anything else is a backbone's checkpoint, converted as timm converts it (DeiT/ViT for
+    `SAT`; any timm ViT layout for the models on timm backbones, `satlib.models.vit.convert_checkpoint`),
+    its classifier dropped and its position embedding resampled to the model's grid; the only keys it
+    may lack are the loc token, loc embedding and head. With `strict=False` other missing or unexpected
+    keys are reported instead of raising.
     """
+    from satlib.models.vit import CLASSIFIER_KEYS, ViTBase, convert_checkpoint
+
     name = "state dict" if isinstance(source, Mapping) else str(source)
     raw = unwrap_state_dict(source if isinstance(source, Mapping) else read_state_dict(source), name)
-    if "loc_token" in raw:
-        state_dict, allowed_missing = convert_official_checkpoint(raw), ()
+    converted = raw
+    if is_full_checkpoint(raw):
+        state_dict = convert_official_checkpoint(raw) if "loc_token" in raw else dict(raw)
+        allowed_missing = ()
+    elif isinstance(model, ViTBase):
+        converted = convert_checkpoint(raw, model)
+        state_dict = {k: v for k, v in converted.items() if not k.startswith(CLASSIFIER_KEYS)}
+        allowed_missing = BACKBONE_MISSING
     else:
         state_dict, allowed_missing = checkpoint_filter_fn(raw, model, name), BACKBONE_MISSING
-    dropped = sorted(set(raw) - set(state_dict))
+    dropped = sorted(set(converted) - set(state_dict))
     target = model.state_dict()
     check_shapes(state_dict, target, name)
     missing = [key for key in target if key not in state_dict]
@@ -182,13 +200,14 @@ def _reachable(url: str, timeout: float = 3.0) -> bool:
 def pretrained_file(variant: str, cfg: Mapping, cache_dir: str | os.PathLike | None = None) -> Path:
     """The local file of a pretrained cfg's weights: cached, else downloaded; fails in seconds offline."""
     hf_hub_id, url = cfg.get("hf_hub_id"), cfg.get("url")
+    filename = cfg.get("hf_hub_filename") or "model.safetensors"
     if not (hf_hub_id or url):
         raise ValueError(f"{variant} has no pretrained weights; train it from scratch or pass "
                          f"pretrained=<file> with weights of the same architecture")
     if hf_hub_id:
         from huggingface_hub import try_to_load_from_cache
 
-        cached = try_to_load_from_cache(hf_hub_id, "model.safetensors", cache_dir=cache_dir)
+        cached = try_to_load_from_cache(hf_hub_id, filename, cache_dir=cache_dir)
         if isinstance(cached, str):
             return Path(cached)
     if url:
@@ -196,9 +215,9 @@ def pretrained_file(variant: str, cfg: Mapping, cache_dir: str | os.PathLike | N
         if cached.is_file():
             return cached
     where = f"https://huggingface.co/{hf_hub_id}" if hf_hub_id else url
-    howto = (f"{variant}: pretrained=True needs the ImageNet backbone weights, which are not cached and "
-             f"cannot be downloaded here. Download {url or where + '/resolve/main/model.safetensors'}"
-             f"{f' (or model.safetensors from {where})' if url and hf_hub_id else ''} and pass the file: "
+    howto = (f"{variant}: pretrained=True needs the backbone's pretrained weights, which are not cached and "
+             f"cannot be downloaded here. Download {url or where + '/resolve/main/' + filename}"
+             f"{f' (or {filename} from {where})' if url and hf_hub_id else ''} and pass the file: "
              f"create_model({variant!r}, pretrained='path/to/file') or `--pretrained FILE`.")
     if not _reachable(where):
         raise FileNotFoundError(howto)
@@ -206,7 +225,7 @@ def pretrained_file(variant: str, cfg: Mapping, cache_dir: str | os.PathLike | N
         if hf_hub_id:
             from huggingface_hub import hf_hub_download
 
-            return Path(hf_hub_download(hf_hub_id, "model.safetensors", cache_dir=cache_dir))
+            return Path(hf_hub_download(hf_hub_id, filename, cache_dir=cache_dir))
         cached.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(url, str(cached))  # writes a temp file, then renames
         return cached

@@ -7,6 +7,7 @@ from timm.layers import DropPath
 
 import satlib
 from satlib import SAT, SATLoss, SATOutput
+from satlib.losses import build_loss
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=48, depth=4, num_heads=3, num_classes=5)
 
@@ -30,10 +31,15 @@ def test_every_variant_runs_forward_and_backward(seeded, name):
     out = model(torch.randn(2, 3, 32, 32))
     rows, cols = model.grid_size
     depth = len(model.blocks)
+    reading = {"sat": depth, "tscam": depth, "cam": 0}[model.method]  # blocks that read an attention row
     assert isinstance(out, SATOutput)
     assert out.logits.shape == (2, 3) and out.loc_map.shape == (2, rows, cols)
-    assert out.masks.shape == (2, depth, rows, cols) and out.class_maps.shape == (2, 3, rows, cols)
-    SATLoss()(out, torch.tensor([0, 2]))[0].backward()
+    assert out.masks.shape == (2, reading, rows, cols) and out.class_maps.shape == (2, 3, rows, cols)
+    if model.method == "sat":
+        assert out.class_loc_maps is None
+    else:
+        assert out.class_loc_maps.shape == (2, 3, rows, cols)
+    build_loss(model.method)(out, torch.tensor([0, 2]))[0].backward()
     assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad), name
 
 
@@ -47,7 +53,7 @@ def test_timm_create_model_finds_satlib_names(seeded):
     model = timm.create_model("sat_tiny_convstem", num_classes=4)
     assert isinstance(model, SAT) and model.grid_size == (12, 12)
     assert model.pretrained_cfg["input_size"] == (3, 96, 96)
-    assert set(satlib.list_models()) <= set(timm.list_models("sat_*"))
+    assert {name for name in satlib.list_models() if name.startswith("sat_")} <= set(timm.list_models("sat_*"))
     deit = timm.create_model("sat_deit_small_patch16_224", num_classes=2, img_size=64)
     assert deit.pretrained_cfg["hf_hub_id"] == "timm/deit_small_patch16_224.fb_in1k"
 
