@@ -1,7 +1,8 @@
 """Command line: `satlib <command> ...` (also `python -m satlib`).
 
     satlib demo       [--out DIR]                       the embedded demo: synthetic data, CPU, minutes
-    satlib data synth --out DIR [...]                   generate the synthetic dataset (CUB layout)
+    satlib data synth --out DIR [--layout L] [...]      generate the synthetic dataset (CUB layout), or a
+                                                        stand-in in a real dataset's layout (cub, imagenet, openimages)
     satlib train      --config FILE | --dataset ...     train; any config value as section.key=value
     satlib evaluate   --checkpoint FILE --data-root DIR localization metrics (JSON with --json)
     satlib visualize  --checkpoint FILE --data-root DIR --out PNG
@@ -21,8 +22,16 @@ def _data_synth(args: argparse.Namespace) -> int:
     from satlib.data.synthetic import make_synthetic_dataset
     from satlib.evaluation.baselines import trivial_baselines
 
-    out = make_synthetic_dataset(args.out, num_classes=args.num_classes, per_class=args.per_class,
-                                 size=args.size, seed=args.seed, variant=args.variant)
+    if args.layout:
+        from satlib.data.standins import make_standin
+
+        sides = (args.size // 2, args.size) if args.size else (200, 400)
+        out = make_standin(args.out, args.layout, num_classes=args.num_classes or 4, per_class=args.per_class or 10,
+                           seed=args.seed, sides=sides, variant=args.variant)
+        print(f"wrote {out}: a {args.layout} stand-in (pass it as the {args.layout} data root)")
+        return 0
+    out = make_synthetic_dataset(args.out, num_classes=args.num_classes or 6, per_class=args.per_class or 200,
+                                 size=args.size or 96, seed=args.seed, variant=args.variant)
     baselines = trivial_baselines(out)
     print(f"wrote {out}; trivial GT-known on the test split: "
           + ", ".join(f"{name} {value:.1f}%" for name, value in baselines.items()))
@@ -106,6 +115,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from satlib.config import choices, packaged_recipes
+    from satlib.data.standins import LAYOUTS as STANDIN_LAYOUTS
     from satlib.data.synthetic import VARIANTS as SYNTHETIC_VARIANTS
 
     parser = argparse.ArgumentParser(prog="satlib", description=__doc__,
@@ -124,9 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     data = commands.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
     synth = data.add_parser("synth", help="generate the synthetic WSOL dataset (CUB layout)")
     synth.add_argument("--out", required=True, help="output folder")
-    synth.add_argument("--num-classes", type=int, default=6)
-    synth.add_argument("--per-class", type=int, default=200)
-    synth.add_argument("--size", type=int, default=96, help="image side in pixels")
+    synth.add_argument("--layout", choices=STANDIN_LAYOUTS,
+                       help="write a stand-in for that real dataset instead: its own folder layout and "
+                            "metadata, JPEG photos of varied size (a data root for that dataset)")
+    synth.add_argument("--num-classes", type=int, help="default 6; with --layout 4")
+    synth.add_argument("--per-class", type=int, help="images per class, train + test (default 200; with --layout 10)")
+    synth.add_argument("--size", type=int,
+                       help="image side in pixels (default 96); with --layout the longest photo side (default 400)")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--variant", default="shapes", choices=SYNTHETIC_VARIANTS)
     synth.set_defaults(func=_data_synth)

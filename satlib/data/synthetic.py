@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -320,14 +321,21 @@ def make_synthetic_dataset(out: str | Path, *, num_classes: int = 6, per_class: 
     """
     cfg = SynthConfig(num_classes=num_classes, per_class=per_class, size=size, seed=seed, variant=variant,
                       **knobs).resolved()
+    return replace_dataset_dir(out, lambda tmp: _generate(cfg, tmp), marker="synthetic.json")
+
+
+def replace_dataset_dir(out: str | Path, generate: Callable[[Path], object], *, marker: str) -> Path:
+    """Run `generate(tmp)` on a temporary sibling folder of `out`, then move it into place: `out` is either
+    complete or untouched. An existing `out` is replaced only when it is empty or holds the `marker`
+    file of an earlier generated dataset; anything else is a FileExistsError. Returns `out`."""
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not (out / "synthetic.json").is_file():
-        raise FileExistsError(f"{out} exists, is not empty and holds no synthetic dataset; "
+    if out.exists() and any(out.iterdir()) and not (out / marker).is_file():
+        raise FileExistsError(f"{out} exists, is not empty and holds no synthetic dataset ({marker}); "
                               f"choose another folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        _generate(cfg, tmp)
+        generate(tmp)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
             os.replace(out, old / "dataset")
