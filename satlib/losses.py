@@ -11,11 +11,14 @@ The CAM and TS-CAM baselines train with cross-entropy alone (`ClassificationLoss
 picks the loss from a model's `method`, the one place the two differ.
 
 This module takes tensors and never imports the model: `SATLoss` reads any output with `.logits`
-(B, classes) and `.loc_map` (B, rows, cols), such as `satlib.models.SATOutput`.
+(B, classes) and `.loc_map` (B, rows, cols), such as `satlib.models.SATOutput`. The loss is computed
+in fp32 whatever the autocast around it (autocast would run the smoothing conv2d in bf16: a kernel
+summing to 0.9988 and a normalization term off in the third digit).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -38,18 +41,28 @@ def gaussian_kernel(size: int = 3, nsig: float = 6.0) -> Tensor:
     return (kernel / kernel.sum()).float()
 
 
+def full_precision(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast off on `device` inside the block (ops run in their inputs' dtype), where autocast exists."""
+    if not torch.amp.is_autocast_available(device.type):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
 def area_loss(loc_map: Tensor, area_thr: float) -> Tensor:
     """Batch area constraint |mean over batch and pixels of M − area_thr|, (B, rows, cols) -> scalar."""
     return (loc_map.mean() - area_thr).abs()
 
 
 def normalization_loss(loc_map: Tensor, kernel: Tensor | None = None) -> Tensor:
-    """Mean of s ⊙ (1 − s) for s the Gaussian-smoothed map, (B, rows, cols) -> scalar."""
+    """Mean of s ⊙ (1 − s) for s the Gaussian-smoothed map, (B, rows, cols) -> scalar (fp32 under autocast)."""
     kernel = gaussian_kernel() if kernel is None else kernel
+    if loc_map.dtype in (torch.float16, torch.bfloat16):
+        loc_map = loc_map.float()
     kernel = rearrange(kernel, "kh kw -> 1 1 kh kw").to(loc_map)
-    smooth = F.conv2d(rearrange(loc_map, "b rows cols -> b 1 rows cols"), kernel,
-                      padding=kernel.shape[-1] // 2)
-    return (smooth * (1 - smooth)).mean()
+    with full_precision(loc_map.device):
+        smooth = F.conv2d(rearrange(loc_map, "b rows cols -> b 1 rows cols"), kernel,
+                          padding=kernel.shape[-1] // 2)
+        return (smooth * (1 - smooth)).mean()
 
 
 class SATLoss(nn.Module):
@@ -69,16 +82,18 @@ class SATLoss(nn.Module):
         """Total loss (scalar) and its unweighted, detached terms {"cls", "area", "norm"}.
 
         `out` has `.logits` (B, classes) and `.loc_map` (B, rows, cols); labels are (B,) class indices.
-        `constraint_weight` scales both constraints (a schedule's ramp); 1 is the official loss.
+        `constraint_weight` scales both constraints (a schedule's ramp); 1 is the official loss. Computed in
+        fp32 under any autocast.
         """
         loc_map = out.loc_map.float()
-        terms = {
-            "cls": F.cross_entropy(out.logits.float(), labels),
-            "area": area_loss(loc_map, self.area_thr),
-            "norm": normalization_loss(loc_map, self.kernel),
-        }
-        lambda_area, lambda_norm = constraint_weight * self.lambda_area, constraint_weight * self.lambda_norm
-        total = terms["cls"] + lambda_area * terms["area"] + lambda_norm * terms["norm"]
+        with full_precision(loc_map.device):  # every term and the total in fp32, whatever the autocast
+            terms = {
+                "cls": F.cross_entropy(out.logits.float(), labels),
+                "area": area_loss(loc_map, self.area_thr),
+                "norm": normalization_loss(loc_map, self.kernel),
+            }
+            lambda_area, lambda_norm = constraint_weight * self.lambda_area, constraint_weight * self.lambda_norm
+            total = terms["cls"] + lambda_area * terms["area"] + lambda_norm * terms["norm"]
         return total, {name: value.detach() for name, value in terms.items()}
 
     def extra_repr(self) -> str:

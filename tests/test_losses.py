@@ -116,3 +116,37 @@ def test_constraint_weight_scales_both_constraints_and_writes_nothing():
     assert none.item() == pytest.approx(cls, rel=1e-6)
     assert all(torch.equal(terms[k], half_terms[k]) for k in terms)  # the terms come unweighted
     assert (loss_fn.lambda_area, loss_fn.lambda_norm) == (2.0, 0.5)  # the module keeps its weights
+
+
+def _terms_and_grads(loc_map: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Every loss term, the total, and each one's gradient with respect to the map (and the logits)."""
+    out = fake_output(loc_map)._replace(logits=logits)
+    total, _ = SATLoss(area_thr=0.25)(out, labels)
+    found = {"area": area_loss(loc_map, 0.25), "norm": normalization_loss(loc_map), "total": total}
+    grads = {name: torch.autograd.grad(value, loc_map, retain_graph=True)[0] for name, value in found.items()}
+    grads["total_logits"] = torch.autograd.grad(total, logits)[0]
+    return {"values": found, "grads": grads}
+
+
+def test_every_term_and_gradient_is_fp32_under_bf16_autocast():
+    """autocast runs conv2d in bf16: the smoothed map (and the normalization term) must not follow it."""
+    generator = torch.Generator().manual_seed(0)
+    loc_map = torch.rand(4, 14, 14, generator=generator).requires_grad_()
+    logits = torch.randn(4, 10, generator=generator).requires_grad_()
+    labels = torch.tensor([0, 3, 5, 9])
+    reference = _terms_and_grads(loc_map, logits, labels)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = _terms_and_grads(loc_map, logits, labels)
+    for kind in ("values", "grads"):
+        for name, value in autocast[kind].items():
+            assert value.dtype == torch.float32, (kind, name)
+            assert torch.equal(value, reference[kind][name]), (kind, name)
+
+
+def test_loss_follows_the_maps_device():
+    """The fixed kernel buffer lives where the module is; a map elsewhere still meets a kernel on its device."""
+    loc_map = torch.rand(2, 5, 5, device="meta")
+    out = fake_output(loc_map)._replace(logits=torch.zeros(2, 4, device="meta"))
+    total, terms = SATLoss()(out, torch.tensor([0, 1], device="meta"))
+    assert total.device.type == "meta" and all(t.device.type == "meta" for t in terms.values())
+    assert normalization_loss(loc_map).device.type == "meta"
