@@ -47,12 +47,12 @@ def evaluate_model(model: nn.Module, loader, config: Config, device: torch.devic
         images = batch["images"].to(device, non_blocking=True)
         labels = batch["labels"].to(device, non_blocking=True)
         boxes = batch["boxes"]  # the evaluator checks them on the host and moves them once
-        with bf16_autocast(device, enabled=config.train.amp):
+        with bf16_autocast(device, enabled=config.train.amp):  # the training step's precision, ten crops too
             out = net(images)
-        logits = out.logits.float()
-        if config.eval.tencrop and "images_resized" in batch:
-            logits = ten_crop_probs(lambda x: net(x).logits.float(),
-                                    batch["images_resized"].to(device), config.data.img_size)
+            logits = out.logits.float()  # scored in fp32 (softmax, top-k), as the maps below
+            if config.eval.tencrop and "images_resized" in batch:
+                logits = ten_crop_probs(lambda x: net(x).logits.float(),
+                                        batch["images_resized"].to(device), config.data.img_size)
         masks = _gt_masks(batch)
         sat_eval.update(scored_maps(out, labels).float(), boxes, logits=logits, labels=labels,
                         gt_masks=None if masks is None else masks.to(device))
