@@ -2,6 +2,8 @@
 
 __version__ = "0.1.0"
 
+from satlib.evaluation.visualize import overlay
+from satlib.localize import Localization, localize
 from satlib.losses import SATLoss, area_loss, gaussian_kernel, normalization_loss
 from satlib.models import (
     SAT,
@@ -15,4 +17,4 @@ from satlib.models import (
 
 __all__ = ["__version__", "SAT", "SATOutput", "SATLoss", "LoadReport", "create_model", "list_models",
            "convert_official_checkpoint", "load_pretrained", "area_loss", "normalization_loss",
-           "gaussian_kernel"]
+           "gaussian_kernel", "localize", "Localization", "overlay"]

@@ -20,7 +20,13 @@ from typing import Any
 
 import timm
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import generate_default_cfgs, register_model, resolve_pretrained_cfg
+from timm.models import (
+    generate_default_cfgs,
+    is_model_in_modules,
+    model_entrypoint,
+    register_model,
+    resolve_pretrained_cfg,
+)
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -67,6 +73,7 @@ default_cfgs = generate_default_cfgs({
 _SAT_ARGS = set(inspect.signature(SAT).parameters)
 METHODS = {"sat": ViTSAT, "cam": ViTCAM, "tscam": ViTTSCAM}  # method prefix -> model on a timm backbone
 CONVSTEM_BACKBONE = "tiny_convstem"  # the one backbone timm does not name: the conv-stem SAT's
+VIT_MODULES = ("vision_transformer", "deit", "vision_transformer_hybrid")  # timm modules of VisionTransformers
 
 
 def _finish(model: nn.Module, name: str, cfg: dict, pretrained: bool | str | os.PathLike,
@@ -109,11 +116,14 @@ def create_backbone(name: str, *, tag: str = "", drop_rate: float = 0.0,
         return convstem_vit(**args), resolve_pretrained_cfg(f"sat_{name}").to_dict()
     if not timm.is_model(name):
         raise ValueError(f"unknown backbone {name!r}: neither {CONVSTEM_BACKBONE!r} nor a timm model name")
+    if not is_model_in_modules(name, VIT_MODULES):
+        raise ValueError(f"{name}: timm builds it in {model_entrypoint(name).__module__}, not as a VisionTransformer; "
+                         f"SAT runs on timm's VisionTransformer family (DeiT, DeiT-III, DINOv2, CLIP and EVA ViTs)")
     cfg = resolve_pretrained_cfg(name, pretrained_cfg=tag or None).to_dict()
     try:
         backbone = timm.create_model(name, pretrained=False, num_classes=0, global_pool="", fc_norm=False, **kwargs)
-    except TypeError as error:
-        raise ValueError(f"{name}: timm does not take these arguments: {error}") from error
+    except (TypeError, AssertionError) as error:  # an argument timm does not take, or an option it refuses
+        raise ValueError(f"{name}: timm cannot build it as a backbone with {sorted(kwargs)}: {error}") from error
     return check_backbone(backbone, name), cfg
 
 
