@@ -40,7 +40,7 @@ def test_packaged_recipes_load_by_name_and_path():
     assert cub.model.name == "sat_deit_small_patch16_224" and cub.model.num_classes == 200
     imagenet = load_config("configs/imagenet.yaml")
     assert (imagenet.train.area_thr, imagenet.train.lr, imagenet.model.num_classes) == (0.35, 1.5e-5, 1000)
-    with pytest.raises(ConfigError, match=r"no_such_recipe \(packaged recipes: .*cub, imagenet, synthetic_cpu") as info:
+    with pytest.raises(ConfigError, match=r"no_such_recipe \(packaged recipes: .*cub, .*imagenet, .*synthetic") as info:
         load_config("no_such_recipe")
     listed = str(info.value).split("packaged recipes: ")[1].rstrip(")").split(", ")
     assert listed == sorted(listed) and all(load_config(name) for name in listed)  # every one it names loads

@@ -81,3 +81,19 @@ def test_frozen_training_prints_the_trainable_count(tiny_config, capsys):
     width, classes = config.model.kwargs["embed_dim"], 3
     trainable = 2 * width + classes * width * 3 * 3 + classes  # loc token and embedding, 3×3 conv head
     assert f"sat_tiny_convstem: {trainable:,} trainable parameters of " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("recipe, frozen", [("cub_dinov2_frozen", True), ("cub_deit3_small", False)])
+def test_backbone_recipes_build_their_models(recipe, frozen):
+    from satlib.checkpoint import build_model
+    from satlib.config import load_config
+
+    config = load_config(recipe)
+    model = build_model(config, with_pretrained=False)
+    trainable, total = count_parameters(model)
+    assert config.model.freeze_backbone == frozen
+    assert model.grid_size == ((16, 16) if frozen else (14, 14))  # 224 px in 14- or 16-px patches
+    if frozen:  # TriLite's scale: under 800K trainable parameters on a frozen DINOv2 ViT-S/14
+        assert trainable == 2 * 384 + 200 * 384 * 9 + 200 < 800_000 < total
+    else:
+        assert trainable == total
