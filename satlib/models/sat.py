@@ -20,11 +20,15 @@ from satlib.models.freeze import FrozenBackboneMixin
 
 
 class SATOutput(NamedTuple):
-    """What SAT returns for a batch of B images on a rows×cols patch grid."""
+    """What SAT (and its CAM and TS-CAM baselines) return for a batch of B images on a rows×cols patch grid."""
 
     logits: Tensor  # (B, classes)
-    loc_map: Tensor  # (B, rows, cols) in [0, 1]: mean of the query blocks' masks
-    masks: Tensor  # (B, depth, rows, cols): every block's localization mask over the patches
+    # (B, rows, cols): the method's map. SAT: mean of the query blocks' masks, in [0, 1]; a baseline:
+    # the predicted class's map, unnormalised (the evaluator min-max normalises every map)
+    loc_map: Tensor
+    # (B, depth, rows, cols): every block's localization mask over the patches (TS-CAM: every block's
+    # cls attention to the patches; CAM: none, depth 0)
+    masks: Tensor
     class_maps: Tensor  # (B, classes, rows, cols): the conv head before pooling (the network's own CAM)
     # (B, classes, rows, cols): a class-specific method's map of every class (CAM, TS-CAM); None for SAT,
     # whose map is the same for every class

@@ -1,8 +1,10 @@
-"""Weights into SAT: official SAT checkpoints, DeiT/ViT backbone weights, and `pretrained=True` downloads.
+"""Weights into SAT: official SAT checkpoints, DeiT/ViT and any timm ViT backbone's weights, `pretrained=True`.
 
 satlib keeps the official (and timm) parameter names, so an official checkpoint needs only unwrapping,
-prefix stripping and the removal of its fixed Gaussian kernel; DeiT/ViT weights need their classifier
-dropped and `pos_embed` resampled to the model's grid. Files are read without running pickled code.
+prefix stripping and the removal of its fixed Gaussian kernel; a backbone's weights need their
+classifier dropped and `pos_embed` resampled to the model's grid (DeiT/ViT for `SAT` here; for the
+models on timm backbones, timm's own conversion, `satlib.models.vit.convert_checkpoint`). Files are
+read without running pickled code.
 """
 
 from __future__ import annotations

@@ -233,3 +233,48 @@ def test_fc_norm_backbone_loads_its_norm_over_the_tokens(seeded):
     report = satlib.load_pretrained(model, source.state_dict())
     assert torch.equal(model.norm.weight, source.fc_norm.weight)
     assert sorted(report.missing) == NEW and report.dropped == ["head.bias", "head.weight"]
+
+
+@pytest.mark.parametrize("name", ["sat_deit3_small_patch16_224", "cam_deit3_small_patch16_224"])
+def test_a_whole_trained_model_reloads_head_included(seeded, tmp_path, name):
+    """A satlib checkpoint (loc token, or a conv head) is a whole model: nothing dropped, nothing new."""
+    args = dict(num_classes=3, depth=2, num_query_blocks=1, img_size=32, embed_dim=48, num_heads=3)
+    source = satlib.create_model(name, **args).eval()
+    torch.save({"model": source.state_dict()}, tmp_path / "trained.pth")
+    target = satlib.create_model(name, pretrained=tmp_path / "trained.pth", **args).eval()
+    assert target.load_report == ([], [], [])
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(target(x).logits, source(x).logits, rtol=0, atol=0)
+
+
+def test_bf16_autocast_keeps_the_generic_map_in_float32(seeded):
+    model = satlib.create_model("sat_vit_small_patch14_reg4_dinov2", num_classes=3, depth=2, num_query_blocks=2,
+                                img_size=28, embed_dim=48, num_heads=3).eval()
+    x = torch.randn(2, 3, 28, 28)
+    with torch.no_grad():
+        reference = model(x)
+        for attn_impl in ("sdpa", "explicit"):
+            model.set_attn_impl(attn_impl)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = model(x)
+            assert out.loc_map.dtype == out.masks.dtype == torch.float32
+            torch.testing.assert_close(out.loc_map, reference.loc_map, atol=0.03, rtol=0)
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_generic_paths_agree_with_fp32():
+    torch.manual_seed(0)
+    model = satlib.create_model("sat_vit_small_patch14_reg4_dinov2", num_classes=3, depth=4, img_size=56,
+                                embed_dim=96, num_heads=4, qk_norm=True).cuda().eval()
+    x = torch.randn(4, 3, 56, 56, device="cuda")
+    with torch.no_grad():
+        model.set_attn_impl("explicit")
+        reference = model(x)
+        for attn_impl in ("sdpa", "explicit"):
+            model.set_attn_impl(attn_impl)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                out = model(x)
+            assert out.loc_map.dtype == torch.float32
+            torch.testing.assert_close(out.loc_map, reference.loc_map, atol=0.03, rtol=0)
+            torch.testing.assert_close(out.logits.float(), reference.logits, atol=0.1, rtol=0.05)
