@@ -74,6 +74,7 @@ def test_smoke_figures_come_from_the_sizes_asked_for(smoke):
         if "speedup" in row:  # wsoleval's loop needs cv2
             assert row["agrees_with_loop"] and row["speedup"] > 0
     assert [x["workers"] for x in results["data"]["loaders"]] == [0, 1]
+    assert [x["decode_fallbacks"] for x in results["data"]["loaders"]] == [None, None]  # CPU decoding: no nvJPEG
     cub, imagenet = results["train_cub"], results["train_imagenet"]
     assert cub["classes"] == sizes.cub_classes and imagenet["classes"] == sizes.imagenet_classes
     assert cub["micro_batch"] == sizes.cub_batch and cub["run"]["steps"] >= sizes.cub_steps

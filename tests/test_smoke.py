@@ -119,3 +119,27 @@ def test_smoke_still_loads_a_local_weights_file(tiny_config, tmp_path, monkeypat
     config.model.pretrained = str(tmp_path / "weights.pth")
     loaded = build_model(config)
     assert torch.equal(loaded.state_dict()["loc_token"], source.state_dict()["loc_token"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["cub", "imagenet"])
+def test_cli_runs_a_paper_recipe_on_its_standin_offline(recipe, tmp_path):
+    """DeiT-S 224 with the real recipe on the real layout: the CLI a user types, about a minute on a CPU."""
+    import os
+    import subprocess
+    import sys
+
+    from satlib.data.standins import make_standin
+
+    root = make_standin(tmp_path / recipe, recipe)
+    env = {"OMP_NUM_THREADS": "2", "PATH": os.environ.get("PATH", "/usr/bin:/bin"), SMOKE_ENV: "1",
+           "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path)}  # an empty cache: nothing to find, nothing fetched
+    result = subprocess.run([sys.executable, "-m", "satlib", "train", "--config", recipe, "--data-root", str(root),
+                             "--out", str(tmp_path / "run"), "--quiet", "--device", "cpu"],
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "pretrained=timm skipped" in result.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["smoke"] is True and metrics["step"] == 2 and "gt_known" in metrics
+    saved = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["config"]
+    assert saved["model"]["name"] == "sat_deit_small_patch16_224" and saved["data"]["img_size"] == 224

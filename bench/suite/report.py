@@ -158,8 +158,9 @@ def render_eval(r: dict) -> list[str]:
 def render_data(r: dict) -> list[str]:
     head = [f"{r.get('images')} JPEGs {r.get('size')}, ~{fmt(r.get('mean_kb'), '.0f')} KB, made in "
             f"{fmt(r.get('seconds'), '.1f')} s", ""] if r else []
-    return head + table(["workers", "decode", "batch", "images/s"], [
-        [x["workers"], x["decode"], x["batch"], f"{x['images_per_s']:.0f}"] for x in r.get("loaders", [])])
+    return head + table(["workers", "decode", "batch", "images/s", "batches decoded on the CPU instead"], [
+        [x["workers"], x["decode"], x["batch"], f"{x['images_per_s']:.0f}",
+         (x.get("decode_fallbacks") or {}).get("batches", "n/a")] for x in r.get("loaders", [])])
 
 
 def render_train(r: dict) -> list[str]:

@@ -12,13 +12,17 @@ A batch is a dict::
 
 On a CPU run the workers decode (torchvision.io). With `decode_device="cuda"` the workers only read
 the encoded bytes and each batch's JPEGs are decoded in one nvJPEG call on the GPU, then transformed
-there (`DeviceLoader`).
+there (`DeviceLoader`). A batch the batched call cannot decode (no nvJPEG, out of memory, a CMYK JPEG)
+is decoded image by image on the CPU instead: warned once per process (`DecodeFallbackWarning`) and
+counted per loader (`DeviceLoader.fallbacks`) and per process (`FALLBACKS`).
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import warnings
+from dataclasses import dataclass
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
@@ -117,11 +121,34 @@ class ShardSampler(Sampler):
         return len(range(self.rank, self.length, self.world))
 
 
+class DecodeFallbackWarning(UserWarning):
+    """Batched device decoding failed; the batch was decoded image by image on the CPU (slower)."""
+
+
+@dataclass
+class DecodeFallbacks:
+    """Batches (and their images) that the batched device decode failed on and the CPU decoded instead."""
+
+    batches: int = 0
+    images: int = 0
+    first_error: str = ""
+
+    def add(self, images: int, error: BaseException) -> None:
+        self.batches += 1
+        self.images += images
+        self.first_error = self.first_error or f"{type(error).__name__}: {error}"
+
+
+FALLBACKS = DecodeFallbacks()  # every device loader of this process (the GPU suite's data section reports it)
+
+
 class DeviceLoader:
-    """Wraps a DataLoader of encoded samples: each batch is decoded (nvJPEG) and transformed on `device`."""
+    """Wraps a DataLoader of encoded samples: each batch is decoded (nvJPEG) and transformed on `device`;
+    `fallbacks` counts the batches decoded on the CPU instead."""
 
     def __init__(self, loader: DataLoader, dataset: WSOLDataset, device: str | torch.device):
         self.loader, self.dataset, self.device = loader, dataset, torch.device(device)
+        self.fallbacks = DecodeFallbacks()
 
     @property
     def sampler(self):
@@ -132,15 +159,22 @@ class DeviceLoader:
 
     def __iter__(self):
         for samples in self.loader:
-            yield finish_on_device(self.dataset, samples, self.device)
+            yield finish_on_device(self.dataset, samples, self.device, fallbacks=self.fallbacks)
 
 
-def finish_on_device(dataset: WSOLDataset, samples: list[dict | None], device: torch.device) -> dict | None:
-    """Encoded samples -> batch on `device`: one batched JPEG decode, then each item's transform."""
+def finish_on_device(dataset: WSOLDataset, samples: list[dict | None], device: torch.device, *,
+                     fallbacks: DecodeFallbacks | None = None) -> dict | None:
+    """Encoded samples -> batch on `device`: one batched JPEG decode, then each item's transform.
+
+    When the batched decode fails (no nvJPEG, out of memory, one CMYK or broken file), every image is
+    decoded on the CPU and moved (a broken file is then named); counted in `fallbacks` and `FALLBACKS`,
+    warned the first time in the process.
+    """
     kept = [s for s in samples if s is not None]
     try:
         images = decode_jpegs([s["data"] for s in kept], device)
-    except RuntimeError:  # one bad file fails the whole batched call: decode one by one to name it
+    except RuntimeError as error:
+        _fell_back(len(kept), error, fallbacks)
         images = [None] * len(kept)
     items: list[dict | None] = [None] * (len(samples) - len(kept))
     for sample, image in zip(kept, images):
@@ -155,3 +189,15 @@ def finish_on_device(dataset: WSOLDataset, samples: list[dict | None], device: t
             log.warning("skipped while loading: %s", err)
             items.append(None)
     return collate(items)
+
+
+def _fell_back(images: int, error: RuntimeError, fallbacks: DecodeFallbacks | None) -> None:
+    """Count a batch decoded on the CPU (in the loader's record and the process's); warn on the first."""
+    if fallbacks is not None:
+        fallbacks.add(images, error)
+    FALLBACKS.add(images, error)
+    if FALLBACKS.batches == 1:
+        warnings.warn(f"batched JPEG decoding on the device failed ({type(error).__name__}: {error}); this batch "
+                      f"and any later one that fails are decoded image by image on the CPU (slower). Counted in "
+                      f"satlib.data.loader.FALLBACKS; set data.gpu_decode=false to decode on the CPU workers",
+                      DecodeFallbackWarning, stacklevel=3)

@@ -1,8 +1,13 @@
-"""Section "data": the fake JPEG stand-ins the sections read, and the loader's images/s (bench_data)."""
+"""Section "data": the fake JPEG stand-ins the sections read, and the loader's images/s (bench_data).
+
+A loader that decodes on the GPU reports its `decode_fallbacks`: batches nvJPEG failed on and the CPU
+decoded instead (satlib.data.loader.DecodeFallbacks); a nonzero count means the images/s is not nvJPEG's.
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from satlib.data import build_dataset, build_loader, default_workers
@@ -74,7 +79,11 @@ def section_data(suite: Suite, results: dict) -> None:
         loader = build_loader(dataset, batch, train=True, workers=workers, decode_device=decode)
         bench_data.images_per_second(loader, 2, suite.device)  # start the workers
         rate = bench_data.images_per_second(loader, s.loader_batches, suite.device)
+        fallbacks = getattr(loader, "fallbacks", None)  # a DeviceLoader's batches decoded on the CPU instead
         results["loaders"].append({"workers": workers, "decode": decode or "cpu", "batch": batch,
-                                   "batches": s.loader_batches, "images_per_s": rate})
-        print(f"   loader: {workers} workers, decode {decode or 'cpu'}: {rate:.0f} images/s", flush=True)
+                                   "batches": s.loader_batches, "images_per_s": rate,
+                                   "decode_fallbacks": None if fallbacks is None else asdict(fallbacks)})
+        fell_back = f", {fallbacks.batches} batches decoded on the CPU instead" if fallbacks and fallbacks.batches \
+            else ""
+        print(f"   loader: {workers} workers, decode {decode or 'cpu'}: {rate:.0f} images/s{fell_back}", flush=True)
         del loader
