@@ -376,11 +376,18 @@ def _no_sync(model: nn.Module, skip: bool):
 
 
 def _check_finite(loss_sum: Tensor, run: Run) -> None:
-    if not torch.isfinite(loss_sum):
+    """TrainingDiverged on every rank when the loss is NaN or infinite on any (one small all-reduce), so no
+    rank is left waiting in the next step's collectives."""
+    diverged = (~torch.isfinite(loss_sum)).float()
+    if run.ddp.enabled:
+        dist.all_reduce(diverged, op=dist.ReduceOp.MAX)
+    if diverged.item():
+        value = loss_sum.item()
         checkpoint = run.out_dir / "checkpoint.pt"
         kept = f"the last good checkpoint is kept at {checkpoint}" if checkpoint.is_file() else \
             "no checkpoint was written yet"
-        raise TrainingDiverged(f"loss became {loss_sum.item()} in epoch {run.epoch + 1} (by step {run.step}); "
+        became = f"{value}" if not math.isfinite(value) else "non-finite on another rank"
+        raise TrainingDiverged(f"loss became {became} in epoch {run.epoch + 1} (by step {run.step}); "
                                f"training stopped and {kept}. Lower train.lr or check the data.")
 
 

@@ -4,6 +4,7 @@ import json
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -50,3 +51,57 @@ def test_two_gloo_processes_match_one_process(tiny_data, tmp_path):
         assert h2["train_top1"] == h1["train_top1"]
     # the test set (6 images) is split over the ranks and the evaluator's counts are summed
     assert m2["top1_cls"] == m1["top1_cls"] and m2["gt_known"] == m1["gt_known"]
+
+
+WORKER = Path(__file__).with_name("ddp_worker.py")
+
+
+def _two_ranks(scenario: str, data, out: Path) -> list[dict]:
+    """Run tests/ddp_worker.py SCENARIO on 2 gloo processes; each rank's JSON result, in rank order."""
+    out.mkdir(parents=True)
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(WORKER),
+                             scenario, str(data), str(out)], capture_output=True, text=True, timeout=600,
+                            env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    ranks = [out / f"rank{r}.json" for r in range(2)]
+    assert result.returncode == 0 and all(p.is_file() for p in ranks), result.stderr[-3000:]
+    return [json.loads(p.read_text()) for p in ranks]
+
+
+@pytest.mark.slow
+def test_time_budget_stops_every_rank_after_the_same_step(tiny_data, tmp_path):
+    """Rank 1's clock runs far ahead: the ranks still leave together (one shared decision per step)."""
+    zero, one = _two_ranks("time_budget", tiny_data, tmp_path / "out")
+    assert "error" not in zero and "error" not in one, (zero, one)
+    assert zero == one == {"step": 2, "epoch": 1, "stopped_early": True}  # 3 steps an epoch, 3 epochs asked
+    assert load_checkpoint(tmp_path / "out" / "run" / "checkpoint.pt")["step"] == 2
+
+
+@pytest.mark.slow
+def test_evaluation_with_an_empty_shard_on_one_rank(tiny_data, tmp_path):
+    """One test image over two ranks: rank 1 evaluates nothing and the counts still agree."""
+    from ddp_worker import config_for
+
+    from satlib.checkpoint import build_model
+    from satlib.data.from_config import build_datasets, test_loader
+    from satlib.evaluation.evaluate import evaluate_model
+    from satlib.runtime import Dist
+
+    zero, one = _two_ranks("empty_shard", tiny_data, tmp_path / "out")
+    assert "error" not in zero and "error" not in one, (zero, one)
+    assert (zero["shard"], one["shard"]) == (1, 0)
+    config = config_for(tiny_data, tmp_path / "alone")
+    _, test_set = build_datasets(config, train=False)
+    torch.manual_seed(0)
+    model = build_model(config, num_classes=3)
+    alone = evaluate_model(model, test_loader(test_set.select([0]), config, Dist()), config, torch.device("cpu"),
+                           cam=True)
+    assert zero["metrics"] == one["metrics"] == pytest.approx(alone)
+
+
+@pytest.mark.slow
+def test_nonfinite_loss_on_one_rank_stops_every_rank(tiny_data, tmp_path):
+    """Rank 1's loss turns NaN: both ranks raise TrainingDiverged at the same check, none is left waiting."""
+    zero, one = _two_ranks("nonfinite", tiny_data, tmp_path / "out")
+    assert zero.get("diverged") and one.get("diverged"), (zero, one)
+    assert "epoch 1 (by step 2)" in zero["diverged"] and "epoch 1 (by step 2)" in one["diverged"]

@@ -168,12 +168,16 @@ class LocalizationEvaluator:
         return rearrange(any_iou, "(batch thresholds) -> batch thresholds", thresholds=T)
 
     def all_reduce(self) -> None:
-        """Sum the counters over the processes of torch.distributed: every rank then computes the whole set."""
+        """Sum the counters over the processes of torch.distributed: every rank then computes the whole set.
+
+        A rank that evaluated no image (an empty shard) has no say on logits/gt_masks being given; the
+        ranks that did must agree.
+        """
         import torch.distributed as dist
 
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return
-        parts = [torch.tensor([self.count, self.top1_cls, self.top5_cls, bool(self.with_logits),
+        parts = [torch.tensor([self.count, self.top1_cls, self.top5_cls, self.count > 0, bool(self.with_logits),
                                bool(self.with_masks)]),
                  self.largest_hits.flatten(), self.any_hits.flatten(), self.top1_loc, self.top5_loc]
         if self.pixel_ap is not None:

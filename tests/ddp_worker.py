@@ -1,0 +1,108 @@
+"""One rank of a 2-process gloo scenario, launched by tests/test_ddp.py through torch.distributed.run.
+
+    python -m torch.distributed.run --nproc_per_node 2 tests/ddp_worker.py SCENARIO DATA_ROOT OUT
+
+Each rank writes OUT/rank<r>.json: what it saw (its step, its metrics, or the exception it raised).
+Scenarios:
+    time_budget   rank 1's clock runs 10^6 s ahead from its third reading: both ranks must stop together
+    empty_shard   evaluate a 1-image test set: rank 1's shard is empty
+    nonfinite     rank 1's loss becomes NaN at its second optimizer step: both ranks must raise
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from satlib.checkpoint import build_model
+from satlib.config import load_config
+from satlib.data.from_config import build_datasets, test_loader
+from satlib.evaluation.evaluate import evaluate_model
+from satlib.losses import SATLoss
+from satlib.runtime import setup_distributed
+from satlib.train import TrainingDiverged, train
+
+from tiny_recipe import tiny_overrides
+
+# A patch-embedding SAT without BatchNorm (as test_ddp.py's), so replicas stay identical.
+DDP_MODEL = {"patch_size": 8, "embed_dim": 32, "depth": 3, "num_heads": 2}
+
+
+def config_for(data_root: str, out: Path, **extra):
+    overrides = tiny_overrides(data_root, out, **{"model.name": "sat_deit_tiny_patch16_224", "model.kwargs": DDP_MODEL,
+                                                  "data.hflip": False, "train.device": "cpu", **extra})
+    return load_config("synthetic_cpu", overrides)
+
+
+def clock_ahead_on_rank_one(rank: int) -> None:
+    if rank != 1:
+        return
+    real, calls = time.perf_counter, [0]
+
+    def ahead() -> float:
+        calls[0] += 1
+        return real() + (1e6 if calls[0] > 2 else 0.0)
+
+    time.perf_counter = ahead  # satlib.train reads time.perf_counter through the module
+
+
+def nan_loss_on_rank_one(rank: int) -> None:
+    if rank != 1:
+        return
+    real, calls = SATLoss.forward, [0]
+
+    def poisoned(self, out, labels, **kwargs):
+        total, terms = real(self, out, labels, **kwargs)
+        calls[0] += 1
+        return (total * float("nan") if calls[0] == 2 else total), terms
+
+    SATLoss.forward = poisoned
+
+
+def run(scenario: str, data_root: str, out: Path) -> dict:
+    rank = dist.get_rank()
+    if scenario == "time_budget":
+        clock_ahead_on_rank_one(rank)
+        config = config_for(data_root, out / "run", **{"train.epochs": 3, "train.time_budget": 1000.0})
+        record = train(config, progress=False)
+        return {"step": record["step"], "epoch": record["epoch"], "stopped_early": record["stopped_early"]}
+    if scenario == "empty_shard":
+        config = config_for(data_root, out / "run")
+        ddp = setup_distributed("cpu")
+        _, test_set = build_datasets(config, train=False)
+        one_image = test_set.select([0])
+        loader = test_loader(one_image, config, ddp)
+        torch.manual_seed(0)
+        model = build_model(config, num_classes=3)
+        return {"shard": len(loader.sampler), "metrics": evaluate_model(model, loader, config, ddp.device, cam=True)}
+    if scenario == "nonfinite":
+        nan_loss_on_rank_one(rank)
+        config = config_for(data_root, out / "run", **{"train.epochs": 2, "train.log_every": 1})
+        try:
+            train(config, progress=False)
+        except TrainingDiverged as err:
+            return {"diverged": str(err)}
+        return {"diverged": None}
+    raise ValueError(f"unknown scenario {scenario!r}")
+
+
+def main() -> None:
+    scenario, data_root, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    dist.init_process_group("gloo", timeout=timedelta(seconds=60))  # a rank left alone fails in a minute
+    rank = dist.get_rank()
+    try:
+        result = run(scenario, data_root, out)
+    except Exception as err:  # noqa: BLE001 - the test reads what each rank raised
+        result = {"error": f"{type(err).__name__}: {err}"}
+    (out / f"rank{rank}.json").write_text(json.dumps(result, default=str))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
