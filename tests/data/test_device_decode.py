@@ -55,3 +55,20 @@ def test_working_decode_counts_nothing(standin, monkeypatch):
     batches = list(loader)
     assert sum(len(b["labels"]) for b in batches) == 8 and loader.fallbacks == DecodeFallbacks()
     assert collate([None]) is None
+
+
+@pytest.mark.parametrize("layout", ["cub", "openimages"])
+def test_items_finished_on_the_decode_device_live_there(tmp_path, layout):
+    """The transforms, the test boxes and the masks follow a device-decoded image (on `meta`: no CUDA here)."""
+    from satlib.data.io import decode_rgb
+
+    root = make_standin(tmp_path / layout, layout, num_classes=2, per_class=5)
+    for split in ("train", "test"):
+        dataset = build_dataset(layout, root, split, img_size=64, resize_size=72, tencrop=True,
+                                with_masks=layout == "openimages" and split == "test")
+        sample = dataset.load(dataset.records[0])  # masks come decoded on the CPU
+        image = decode_rgb(sample.pop("data"))
+        item = dataset.finish({**sample, "image": torch.empty(image.shape, dtype=image.dtype, device="meta")})
+        tensors = {key: value for key, value in item.items() if isinstance(value, torch.Tensor)}
+        assert {"image", "boxes", "image_resized"} <= set(tensors), tensors.keys()
+        assert all(value.device.type == "meta" for value in tensors.values()), (split, tensors.keys())
