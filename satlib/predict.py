@@ -66,7 +66,8 @@ def predict_paths(checkpoint: str | Path, inputs: list[str | Path], out: str | P
         record = {"file": str(path), "class_index": label, "class_name": names[label] if names else None,
                   "score": float(found.scores[0]), "box_xyxy": [int(v) for v in box.tolist()],
                   "threshold": found.threshold, "image_size_wh": [int(w), int(h)]}
-        picture = overlay(image, found.maps[0].cpu(), box)
+        caption = f"{record['class_name'] or label} {record['score']:.2f}"
+        picture = overlay(image, found.maps[0].cpu(), box, label=caption)
         record["overlay"] = _write_png(out / f"{len(predictions):04d}_{path.stem}.png", picture)
         predictions.append(record)
     report = {"checkpoint": str(checkpoint), "predictions": predictions, "skipped": skipped}

@@ -83,6 +83,9 @@ def test_overlay_is_at_the_images_resolution_with_the_box_drawn():
     rows, cols = np.nonzero(green)
     assert (rows.min(), rows.max(), cols.min(), cols.max()) == (20, 99, 10, 59)  # end-exclusive box
     assert not green[60, 35]  # the outline only
+    captioned = satlib.overlay(image, loc_map, torch.tensor([10, 20, 60, 100]), label="001.disc 0.93")
+    rows, cols = np.nonzero(np.abs(captioned - picture).sum(-1) > 0)
+    assert len(rows) > 50 and rows.min() >= 20 and rows.max() < 50 and cols.min() >= 10  # at the box's corner
     plain = satlib.overlay(image, loc_map)
     hot, cold = plain[60, 45], plain[5, 5]  # jet at half strength on a black image: dark red, dark blue
     assert hot[0] > 0.2 > cold[0] and cold[2] > 0.2 > hot[2]

@@ -27,13 +27,15 @@ def _image_array(image: Tensor | np.ndarray) -> np.ndarray:
 
 
 def overlay(image: Tensor | np.ndarray, loc_map: Tensor, box: Sequence[float] | Tensor | None = None, *,
-            alpha: float = 0.5, box_color: tuple[int, int, int] = (0, 255, 0)) -> np.ndarray:
+            label: str | None = None, alpha: float = 0.5,
+            box_color: tuple[int, int, int] = (0, 255, 0)) -> np.ndarray:
     """The image with its map as a jet heatmap and its box drawn in, at the image's own resolution.
 
     image (3, H, W) or (H, W, 3), uint8 or float in [0, 1]; loc_map (h, w) at any size, min-max
     normalised and resized to (H, W); box xyxy in the image's pixels, end-exclusive (satlib's boxes),
-    outlined in `box_color` about H/150 pixels wide. Returns an (H, W, 3) float RGB array in [0, 1]:
-    `plt.imshow(array)` shows it, `plt.imsave(path, array)` writes an H×W image.
+    outlined in `box_color` about H/150 pixels wide, with `label` (e.g. class and score) written at
+    its corner. Returns an (H, W, 3) float RGB array in [0, 1]: `plt.imshow(array)` shows it,
+    `plt.imsave(path, array)` writes an H×W image.
     """
     from matplotlib import colormaps
 
@@ -48,7 +50,8 @@ def overlay(image: Tensor | np.ndarray, loc_map: Tensor, box: Sequence[float] | 
     x0, y0, x1, y1 = (float(v) for v in torch.as_tensor(box).reshape(4))
     corners = torch.tensor([[x0, y0, max(x1 - 1, x0), max(y1 - 1, y0)]])  # inclusive corners
     drawn = draw_bounding_boxes(torch.from_numpy(blend).permute(2, 0, 1).float(), corners, colors=box_color,
-                                width=max(2, round(min(height, width) / 150)))
+                                width=max(2, round(min(height, width) / 150)),
+                                labels=None if label is None else [label])
     return drawn.permute(1, 2, 0).double().numpy()
 
 
