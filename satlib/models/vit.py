@@ -175,7 +175,6 @@ class ViTBase(FrozenBackboneMixin, nn.Module):
 
     method = ""  # "sat", "cam" or "tscam": names the loss and the maps
     row: str | None = None  # the attention row each block reads
-    loc_tokens = 0  # tokens after the patches (SAT's loc token)
 
     def __init__(self, backbone: VisionTransformer, *, num_classes: int = 1000, num_query_blocks: int = 3,
                  attn_impl: str = "sdpa") -> None:
@@ -279,7 +278,6 @@ class ViTSAT(ViTBase):
 
     method = "sat"
     row = "loc"
-    loc_tokens = 1
 
     def __init__(self, backbone: VisionTransformer, **kwargs) -> None:
         super().__init__(backbone, **kwargs)
