@@ -73,6 +73,7 @@ class TrainConfig:
     seed: int = 6
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     eval_every: int = 1  # epochs between evaluations; 0 = only after the last epoch
+    eval_start: int = 0  # no evaluation before this epoch (1-based) but the last; official CUB: from 26
     time_budget: float = 0.0  # seconds; > 0 is a safety cap: the run stops early (not the reference result)
     log_every: int = 20
 
