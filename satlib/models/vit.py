@@ -304,15 +304,19 @@ def convstem_vit(*, img_size: int | tuple[int, int] = 96, stem_widths: tuple[int
                  qkv_bias: bool = True, in_chans: int = 3, **kwargs) -> VisionTransformer:
     """The conv-stem SAT's backbone as a timm VisionTransformer (no classifier), for its baselines.
 
-    Same stem, widths and LayerNorm eps (1e-6) as `sat_tiny_convstem`; kwargs go to VisionTransformer.
+    Same stem, widths, LayerNorm eps (1e-6) and initialisation as `sat_tiny_convstem` (timm's, but for
+    the cls token: SAT's trunc_normal(.02) instead of N(0, 1e-6)), so that the baselines trained from
+    scratch start where SAT does. kwargs go to VisionTransformer.
     """
     def embed(*, img_size, in_chans, embed_dim, **_) -> ConvStem:  # timm also passes patch_size, bias, ...
         return ConvStem(img_size, in_chans, embed_dim, tuple(stem_widths))
 
-    return VisionTransformer(img_size=img_size, patch_size=2 ** len(stem_widths), in_chans=in_chans,
-                             num_classes=0, global_pool="", embed_dim=embed_dim, depth=depth, num_heads=num_heads,
-                             mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, embed_layer=embed,
-                             norm_layer=partial(nn.LayerNorm, eps=1e-6), **kwargs)
+    backbone = VisionTransformer(img_size=img_size, patch_size=2 ** len(stem_widths), in_chans=in_chans,
+                                 num_classes=0, global_pool="", embed_dim=embed_dim, depth=depth,
+                                 num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, embed_layer=embed,
+                                 norm_layer=partial(nn.LayerNorm, eps=1e-6), **kwargs)
+    trunc_normal_(backbone.cls_token, std=0.02)
+    return backbone
 
 
 def convert_checkpoint(state_dict: Mapping[str, Tensor], model: ViTBase) -> dict[str, Tensor]:

@@ -121,3 +121,18 @@ def test_satlib_train_takes_a_baseline_by_model_flag(tiny_data, tmp_path):
                  if not o.startswith("model.name=")]
     assert main(["train", "--config", "synthetic_cpu", "--model", "cam_tiny_convstem", "--quiet", *overrides]) == 0
     assert load_config(tmp_path / "run" / "config.yaml").model.name == "cam_tiny_convstem"
+
+
+def test_conv_stem_baselines_start_as_sat_does(seeded):
+    """Same parameter names and initial distributions as sat_tiny_convstem, the loc token aside."""
+    sat = satlib.create_model("sat_tiny_convstem", num_classes=3)
+    cam = satlib.create_model("cam_tiny_convstem", num_classes=3)
+    sat_params, cam_params = dict(sat.named_parameters()), dict(cam.named_parameters())
+    assert set(sat_params) - set(cam_params) == {"loc_token", "loc_embed"} and set(cam_params) <= set(sat_params)
+    for name, param in cam_params.items():
+        reference = sat_params[name]
+        assert param.shape == reference.shape, name
+        if param.numel() >= 64:  # enough values for the spread to say which init drew them (5 standard errors)
+            spread, n = reference.std().item(), param.numel()
+            assert abs(param.std().item() - spread) <= 5 * spread / (2 * n) ** 0.5 + 1e-6, name
+            assert abs(param.mean().item() - reference.mean().item()) <= 5 * spread * (2 / n) ** 0.5 + 1e-6, name
