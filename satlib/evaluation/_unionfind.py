@@ -1,23 +1,32 @@
 """Numba component trees: every threshold's components from one union-find pass per map.
 
 Imported lazily by `satlib.evaluation.components` (numba is slow to import). Thresholds are
-nested, so pixels are bucketed by the first threshold at which they switch (a counting sort over
-T+1 buckets, not a full sort) and added bucket by bucket: in the descending pass the foreground
-``value > cut`` grows as the cut falls, in the ascending pass the background ``value <= cut``
-grows as the cut rises. After each bucket, the union-find roots are that threshold's components.
+nested, so pixels are bucketed by the number of cuts below their value (their key: a counting
+sort over T+1 buckets, not a full sort) and added bucket by bucket in the foreground pass
+(`_descending`): the foreground ``value > cut`` grows as the cut falls, and after each bucket the
+union-find roots are that threshold's components.
 
 Layout: each map lives in a grid padded by one pixel on every side (``(H+2) x (W+2)``), so a
-pixel's eight neighbours are fixed offsets with no bounds checks. A padding pixel is never
-foreground; in the background pass it belongs to the outside (the root ``OUTSIDE``), which is how
-background reaching the image border is told apart from holes. Neighbours are visited by runs:
-the eight neighbours form a ring in which consecutive ones touch, so all active neighbours of one
-run are already one component and a single `_find` per run suffices (per group of edge
-neighbours joined through a corner, for 4-connectivity). The 2x2-window area gained by a new
-pixel is also a function of which neighbours are active, so it comes from a 256-entry table.
+pixel's eight neighbours are fixed offsets with no bounds checks; the padding is never
+foreground. Neighbours are visited by runs: the eight neighbours form a ring in which
+consecutive ones touch, so all earlier neighbours of one run are already one component and a
+single `_find` per run suffices. Which neighbours came earlier is one 8-bit mask per pixel, made
+from the keys in a vectorised pass (`_earlier_mask`); the runs to join and the 2x2-window area a
+pixel adds are 256-entry lookups of it. Smooth upsampled maps put a bucket's pixels in long row
+runs: a pixel that continues its west neighbour's run with no other earlier neighbour joins that
+component without a `_find`, and the run's length, area and last column are folded in once.
+
+wsoleval fills holes (background not 4-connected to the border) before measuring contours.
+The hole-filled map needs no background union-find: its keys are the step at which each pixel
+first reaches the border through background (`_filled_levels`, a grayscale reconstruction: two
+raster scans and a short queue). The holes themselves (for hole-contour boxes, and to know where
+foreground lies inside a hole) come from a 4-connected union-find over the few lake pixels, the
+pixels inside a hole at their own step (`_holes`).
 
 Per root, ``node[x]`` holds ``min_row, min_col, max_row, max_col, size, first, weight`` (first:
-padded raster index of the first pixel; weight: pixel count or twice the contour area). Cuts are
-visited sorted ascending; ``asc_order[i]`` is the original index of the i-th.
+padded raster index of the first pixel; weight: pixel count, twice the contour area, or a hole's
+4-connected Euler number). Cuts are visited sorted ascending; ``asc_order[i]`` is the original
+index of the i-th.
 
 The passes take the padded grid (`Grid`) and the reused arrays (`Workspace`) as two records, and
 their options by keyword: ``window_area=True``, ``prefer_last=True``, ``largest=None`` (no
@@ -33,7 +42,6 @@ from satlib.evaluation.components import COMPONENT, HOLE
 
 # The 8-neighbour ring clockwise from north: N, NE, E, SE, S, SW, W, NW.
 RING = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
-OUTSIDE = 0  # padded index of the top-left padding pixel: the background pass's border root
 R0, C0, R1, C1, SIZE, FIRST, WEIGHT = range(7)
 NODE = 8  # int32 fields per node (one is spare: 32 bytes)
 
@@ -52,15 +60,15 @@ class Workspace(NamedTuple):
     """Arrays of one padded grid (each indexed by padded pixel), reused by every pass over every map."""
 
     parent: np.ndarray  # union-find parent, -1 = not added yet
-    active: np.ndarray  # uint8: added in this pass
+    active: np.ndarray  # uint8: added in the holes pass (a queued flag in `_filled_levels`)
+    earlier: np.ndarray  # uint8: `_earlier_mask` of the keys the foreground pass runs on
     node: np.ndarray  # (n, NODE) per-root fields R0..WEIGHT
     live: np.ndarray  # the current roots, in slots 0..nlive-1
     slot: np.ndarray  # each live root's index in `live`
     below: np.ndarray  # number of cuts below the pixel's value (its bucket)
-    join: np.ndarray  # background pass: the step at which the pixel reaches the border
-    event_parent: np.ndarray  # background pass: root each pixel or root was joined to ...
-    event_step: np.ndarray  # ... at this step,
-    events: np.ndarray  # ... in this order
+    join: np.ndarray  # the hole-filled map's key: the step at which the pixel reaches the border
+    queue: np.ndarray  # `_filled_levels`' FIFO
+    lakes: np.ndarray  # lake pixels (inside a hole at their own step), by key, then by join
 
 
 def _ring_runs(mask: int, members: tuple[int, ...], joined) -> list[int]:
@@ -121,20 +129,26 @@ def _find(parent, x):
 
 
 @njit(cache=True)
-def _bucket_order(key, H, W, T):
-    """Counting sort of the image pixels (padded indices) by key 0..T -> order (H*W,), starts (T+2,)."""
+def _key_counts(key, H, W, T):
+    """How many image pixels have each key 0..T, at index key + 1 of a (T+2,) array."""
     W2 = W + 2
-    starts = np.zeros(T + 2, dtype=np.int64)
-    for r in range(H):
-        for c in range(W):
-            starts[key[(r + 1) * W2 + c + 1] + 1] += 1
-    for j in range(T + 1):
-        starts[j + 1] += starts[j]
+    counts = np.zeros(T + 2, dtype=np.int64)
+    for r in range(1, H + 1):
+        for p in range(r * W2 + 1, r * W2 + W + 1):
+            counts[key[p] + 1] += 1
+    return counts
+
+
+@njit(cache=True)
+def _bucket_order(key, H, W, counts):
+    """Counting sort of the image pixels (padded indices) by key, given `_key_counts` -> order
+    (H*W,) (raster order within a key) and starts (T+2,): key k holds ``order[starts[k]:starts[k+1]]``."""
+    W2 = W + 2
+    starts = np.cumsum(counts)
     fill = starts[:-1].copy()
     order = np.empty(H * W, dtype=np.int32)
-    for r in range(H):
-        for c in range(W):
-            p = (r + 1) * W2 + c + 1
+    for r in range(1, H + 1):
+        for p in range(r * W2 + 1, r * W2 + W + 1):
             order[fill[key[p]]] = p
             fill[key[p]] += 1
     return order, starts
@@ -156,6 +170,28 @@ def _neighbour_mask(active, p, W2):
     return (i64(active[p - W2]) | i64(active[p - W2 + 1]) << 1 | i64(active[p + 1]) << 2
             | i64(active[p + W2 + 1]) << 3 | i64(active[p + W2]) << 4 | i64(active[p + W2 - 1]) << 5
             | i64(active[p - 1]) << 6 | i64(active[p - W2 - 1]) << 7)
+
+
+@njit(cache=True)
+def _earlier_mask(key, H, W, mask):
+    """``mask[p]``, bit k set when ring neighbour k of padded pixel p joins the descending pass
+    before p: a larger key, or the same key and earlier in raster order (N, NE, W, NW). The
+    padding's key 0 is below every pixel the pass adds (keys >= 1). One vectorised pass per row.
+    """
+    W2 = W + 2
+    one = np.uint8(1)
+    for r in range(1, H + 1):
+        b = r * W2
+        k = key[b + 1:b + W + 1]
+        n, ne, e = key[b - W2 + 1:b - W2 + W + 1], key[b - W2 + 2:b - W2 + W + 2], key[b + 2:b + W + 2]
+        se, s, sw = key[b + W2 + 2:b + W2 + W + 2], key[b + W2 + 1:b + W2 + W + 1], key[b + W2:b + W2 + W]
+        w, nw = key[b:b + W], key[b - W2:b - W2 + W]
+        out = mask[b + 1:b + W + 1]
+        for c in range(W):
+            x = k[c]
+            out[c] = (np.uint8(n[c] >= x) | np.uint8(ne[c] >= x) << one | np.uint8(e[c] > x) << 2
+                      | np.uint8(se[c] > x) << 3 | np.uint8(s[c] > x) << 4 | np.uint8(sw[c] > x) << 5
+                      | np.uint8(w[c] >= x) << 6 | np.uint8(nw[c] >= x) << 7)
 
 
 @njit(cache=True)
@@ -235,10 +271,18 @@ def _workspace(H, W):
     n2 = (H + 2) * (W + 2)
     i32 = np.int32
     return Workspace(parent=np.empty(n2, dtype=i32), active=np.zeros(n2, dtype=np.uint8),
+                     earlier=np.zeros(n2, dtype=np.uint8),
                      node=np.zeros((n2, NODE), dtype=i32), live=np.empty(n2, dtype=i32),
                      slot=np.empty(n2, dtype=i32), below=np.zeros(n2, dtype=i32), join=np.empty(n2, dtype=i32),
-                     event_parent=np.empty(n2, dtype=i32), event_step=np.empty(n2, dtype=i32),
-                     events=np.empty(n2, dtype=i32))
+                     queue=np.empty(n2, dtype=i32), lakes=np.empty(n2, dtype=i32))
+
+
+@njit(cache=True, inline="always")
+def _close_run(node, root, last_col, length, weight):
+    """Fold the pixels that continued a row run (same row, right of a pixel already in `root`)."""
+    node[root, C1] = max(node[root, C1], last_col)
+    node[root, SIZE] += length
+    node[root, WEIGHT] += weight
 
 
 @njit(cache=True)
@@ -246,31 +290,44 @@ def _descending(order, starts, grid, work, asc_order, m, buffer, count, emit, la
                 prefer_last=False):
     """Foreground pass (8-connected): the pixels of bucket i+1 join at the i-th smallest cut.
 
-    Writes the largest component's extent per threshold into `largest` (T, 4) (-1 if none) unless
-    it is None, and at the sorted steps i where ``emit[i]`` appends (map `m`, threshold,
-    `COMPONENT`, extent) rows for every component. Size: pixel count, or with `window_area` twice
-    the polygon area (2x2 windows of 3 count 1, of 4 count 2). Ties: first pixel in raster order
-    first, or last with `prefer_last`.
+    `order`, `starts` from `_bucket_order` and ``work.earlier`` from `_earlier_mask` of the same
+    keys (pixels of a bucket in raster order). Writes the largest component's extent per threshold
+    into `largest` (T, 4) (-1 if none) unless it is None, and at the sorted steps i where
+    ``emit[i]`` appends (map `m`, threshold, `COMPONENT`, extent) rows for every component. Size:
+    pixel count, or with `window_area` twice the polygon area (2x2 windows of 3 count 1, of 4
+    count 2). Ties: first pixel in raster order first, or last with `prefer_last`.
+
+    A pixel right after its west neighbour in the same bucket whose earlier neighbours form one
+    run is in the west neighbour's component: no `_find`, and its row, first pixel and min column
+    are already the component's, so only the run's length, weight and last column are folded in
+    when the run ends.
     """
     T = asc_order.shape[0]
-    W2 = grid.width + 2
     rows, cols, offsets = grid.rows, grid.cols, grid.offsets
-    parent, active, node, live, slot = work.parent, work.active, work.node, work.live, work.slot
-    parent[:] = -1
-    active[:] = 0
+    parent, earlier, node, live, slot = work.parent, work.earlier, work.node, work.live, work.slot
     nlive = 0
     best = -1
     for i in range(T - 1, -1, -1):
         changed = starts[i + 2] > starts[i + 1]
+        previous, root, run_length, run_weight = -2, -1, 0, 0
         for k in range(starts[i + 1], starts[i + 2]):
             p = order[k]
-            r, c = rows[p], cols[p]
-            mask = _neighbour_mask(active, p, W2)
-            active[p] = 1
+            mask = earlier[p]
             weight = AREA_GAIN[mask] if window_area else 1
             runs = FG_RUNS[mask, 0]
+            if p == previous + 1 and runs == 1:  # continues the row run of `root`
+                parent[p] = root
+                run_length += 1
+                run_weight += weight
+                previous = p
+                continue
+            if run_length:
+                _close_run(node, root, cols[previous], run_length, run_weight)
+                run_length = run_weight = 0
+            previous = p
+            r, c = rows[p], cols[p]
             if runs == 0:
-                parent[p] = p
+                parent[p] = root = p
                 _new_root(node, p, r, c, weight)
                 live[nlive] = p
                 slot[p] = nlive
@@ -288,6 +345,8 @@ def _descending(order, starts, grid, work, asc_order, m, buffer, count, emit, la
                 parent[other] = root
                 _absorb(node, root, other)
                 nlive = _drop_live(live, slot, nlive, other)
+        if run_length:
+            _close_run(node, root, cols[previous], run_length, run_weight)
         t = asc_order[i]
         if largest is not None:
             if changed or best < 0:
@@ -308,34 +367,94 @@ def _descending(order, starts, grid, work, asc_order, m, buffer, count, emit, la
 
 
 @njit(cache=True)
-def _ascending(order, starts, grid, work, asc_order, m, buffer, count, islands, want_holes=False):
-    """Background pass (4-connected): the pixels of bucket i join at the i-th smallest cut.
+def _filled_levels(below, join, counts, lakes, queue, queued, H, W):
+    """The hole-filled map's keys: ``join[p]`` = the least step at which pixel p is background
+    (``below[p] <= step``) and 4-connected to the image border through background, i.e. the
+    smallest over 4-paths from p out of the image of the largest key on the path.
 
-    Fills ``work.join`` (padded, T where never) with the step at which each pixel is first
-    connected to the image border through background: at step i the foreground with its holes
-    filled is ``join > i``. With `want_holes`, appends (map `m`, threshold, `HOLE`, extent) rows
-    for every hole. ``islands[i]``: some hole at step i encloses foreground (its 4-connected Euler
-    number, kept per root in the weight field, is not 1). Returns the rows and whether any step
-    has a hole.
+    A reconstruction by erosion in the manner of Vincent (1993): a raster and an anti-raster scan
+    (the padding holds 0: the border is reached at every step) leave ``join >= below`` exact
+    except on a few pixels, the candidates (``join > below``); then a FIFO over the candidates
+    lowers each to ``max(below, min of its 4 neighbours)`` and requeues the neighbours it may lower,
+    until nothing changes. Also fills `counts` (`_key_counts` of `join`) and lists in `lakes` the
+    candidates, a superset of the lake pixels (``join > below``: inside a hole at their own
+    step); returns how many.
+    """
+    W2 = W + 2
+    n2 = (H + 2) * W2
+    join[:] = 0
+    for r in range(1, H + 1):  # raster scan: north and west (final in this scan, or padding)
+        west = 0
+        for p in range(r * W2 + 1, r * W2 + W + 1):
+            west = max(min(join[p - W2], west), below[p])
+            join[p] = west
+    candidates = 0
+    for r in range(H, 0, -1):  # anti-raster scan: south and east
+        east = 0
+        for p in range(r * W2 + W, r * W2, -1):
+            key = below[p]
+            east = max(min(join[p], join[p + W2], east), key)
+            join[p] = east
+            counts[east + 1] += 1
+            if east > key:
+                lakes[candidates] = p
+                candidates += 1
+    queued[:] = 0
+    queue[:candidates] = lakes[:candidates]
+    queued[lakes[:candidates]] = 1
+    head, tail = 0, candidates % n2
+    pending = candidates
+    while pending:  # each pixel queued at most once at a time
+        p = queue[head]
+        head = head + 1 if head + 1 < n2 else 0
+        pending -= 1
+        queued[p] = 0
+        level = max(min(join[p - W2], join[p - 1], join[p + 1], join[p + W2]), below[p])
+        if level >= join[p]:
+            continue
+        counts[join[p] + 1] -= 1
+        counts[level + 1] += 1
+        join[p] = level
+        for q in (p - W2, p - 1, p + 1, p + W2):
+            if join[q] > level and join[q] > below[q] and not queued[q]:
+                queue[tail] = q
+                tail = tail + 1 if tail + 1 < n2 else 0
+                pending += 1
+                queued[q] = 1
+    return candidates
+
+
+@njit(cache=True)
+def _holes(below, join, candidates, grid, work, asc_order, m, buffer, count, islands, want_holes=False):
+    """Background pass over the lake pixels only (4-connected): at step i the holes are the
+    components of the lake pixels with ``below <= i < join``; a hole drains (reaches the border) at
+    its pixels' common `join` step.
+
+    The first `candidates` entries of ``work.lakes`` hold every lake pixel (`_filled_levels`).
+    With `want_holes`, appends (map `m`, threshold, `HOLE`, extent) rows for every hole at every
+    step. ``islands[i]``: some hole at step i encloses foreground (its 4-connected Euler number,
+    kept per root in the weight field, is not 1). Returns the rows.
     """
     T = asc_order.shape[0]
-    H, W = grid.height, grid.width
-    W2 = W + 2
+    W2 = grid.width + 2
     rows, cols, offsets = grid.rows, grid.cols, grid.offsets
-    parent, active, node, live, slot = work.parent, work.active, work.node, work.live, work.slot
-    event_parent, event_step, events, join = work.event_parent, work.event_step, work.events, work.join
-    parent[:] = -1
+    parent, active, node, live, slot, lakes = work.parent, work.active, work.node, work.live, work.slot, work.lakes
+    order = work.queue  # free after `_filled_levels`
+    starts = np.zeros(T + 2, dtype=np.int64)  # counting sort of the lake pixels by their key
+    for k in range(candidates):
+        p = lakes[k]
+        if join[p] > below[p]:
+            starts[below[p] + 1] += 1
+    for j in range(T + 1):
+        starts[j + 1] += starts[j]
+    fill = starts[:-1].copy()
+    for k in range(candidates):
+        p = lakes[k]
+        if join[p] > below[p]:
+            order[fill[below[p]]] = p
+            fill[below[p]] += 1
     active[:] = 0
-    for c in range(W2):
-        parent[c] = parent[(H + 1) * W2 + c] = OUTSIDE
-        active[c] = active[(H + 1) * W2 + c] = 1
-    for r in range(1, H + 1):
-        parent[r * W2] = parent[r * W2 + W + 1] = OUTSIDE
-        active[r * W2] = active[r * W2 + W + 1] = 1
-    node[OUTSIDE, SIZE] = 1 << 30  # never absorbed
     nlive = 0
-    nevents = 0
-    any_hole = False
     for i in range(T):
         for k in range(starts[i], starts[i + 1]):
             p = order[k]
@@ -353,25 +472,22 @@ def _ascending(order, starts, grid, work, asc_order, m, buffer, count, islands, 
                 continue
             root = _find(parent, p + offsets[BG_GROUPS[mask, 1]])
             parent[p] = root
-            event_parent[p], event_step[p] = root, i
-            events[nevents] = p
-            nevents += 1
-            if root != OUTSIDE:
-                _attach(node, root, p, r, c, euler)
+            _attach(node, root, p, r, c, euler)
             for j in range(2, groups + 1):
                 other = _find(parent, p + offsets[BG_GROUPS[mask, j]])
                 if other == root:
                     continue
-                if node[other, SIZE] > node[root, SIZE]:  # the outside always wins
+                if node[other, SIZE] > node[root, SIZE]:
                     root, other = other, root
                 parent[other] = root
-                event_parent[other], event_step[other] = root, i
-                events[nevents] = other
-                nevents += 1
-                if root != OUTSIDE:
-                    _absorb(node, root, other)
+                _absorb(node, root, other)
                 nlive = _drop_live(live, slot, nlive, other)
-        any_hole |= nlive > 0
+        j = 0
+        while j < nlive:  # holes that reach the border at this step are holes no more
+            if join[live[j]] <= i:
+                nlive = _drop_live(live, slot, nlive, live[j])
+            else:
+                j += 1
         islands[i] = False
         for j in range(nlive):
             islands[i] |= node[live[j], WEIGHT] != 1
@@ -379,12 +495,7 @@ def _ascending(order, starts, grid, work, asc_order, m, buffer, count, islands, 
             t = asc_order[i]
             for j in range(nlive):
                 buffer, count = _emit(buffer, count, m, t, HOLE, node, live[j])
-    join[:] = T
-    for k in range(nevents - 1, -1, -1):  # a parent's event comes later: resolve top-down
-        x = events[k]
-        y = event_parent[x]
-        join[x] = event_step[x] if y == OUTSIDE else join[y]
-    return buffer, count, any_hole
+    return buffer, count
 
 
 @njit(cache=True)
@@ -406,6 +517,18 @@ def _below_levels(levels, sorted_cuts, H, W, key):
             key[(r + 1) * W2 + c + 1] = table[np.int64(levels[r * W + c])]
 
 
+@njit(cache=True)
+def _foreground(key, grid, work, asc_order, m, buffer, count, emit, counts=None, largest=None, window_area=False,
+                prefer_last=False):
+    """`_descending` on the padded keys `key`: bucket order (from `counts` when given) and
+    earlier-neighbour masks made here."""
+    H, W, T = grid.height, grid.width, asc_order.shape[0]
+    order, starts = _bucket_order(key, H, W, _key_counts(key, H, W, T) if counts is None else counts)
+    _earlier_mask(key, H, W, work.earlier)
+    return _descending(order, starts, grid, work, asc_order, m, buffer, count, emit, largest=largest,
+                       window_area=window_area, prefer_last=prefer_last)
+
+
 @njit(cache=True, nogil=True)
 def map_extents(values, cuts, height, width, wsoleval, want_all, levels=False):
     """All maps: largest extents (N, T, 4) and, with `want_all`, rows (M, 7) of every component.
@@ -415,11 +538,12 @@ def map_extents(values, cuts, height, width, wsoleval, want_all, levels=False):
     map). SAT (`wsoleval` False): pixel counts, ties to the first. wsoleval: holes filled, polygon
     areas, ties to the last; the rows also list the holes (kind `HOLE`).
 
-    wsoleval takes two passes per map: the background pass (holes, and when each pixel's hole
-    closes), then the foreground pass on the hole-filled map (largest contour; and every contour
-    at the steps where no hole encloses foreground, since there filled and unfilled components
-    have the same extents). A third pass on the unfilled map lists the contours of the other
-    steps, only for maps that have such islands.
+    wsoleval per map: the hole-filled keys (`_filled_levels`), the holes from the lake pixels
+    (`_holes`, only for maps with a hole at some step), then the foreground pass on the
+    hole-filled map (largest contour; and every contour at the steps where no hole encloses
+    foreground, since there filled and unfilled components have the same extents). A second
+    foreground pass on the unfilled map lists the contours of the other steps, only for maps that
+    have such islands.
     """
     N, T = cuts.shape
     H, W = height, width
@@ -436,22 +560,19 @@ def map_extents(values, cuts, height, width, wsoleval, want_all, levels=False):
             _below_levels(values[m], sorted_cuts, H, W, work.below)
         else:
             _below(values[m], sorted_cuts, H, W, work.below)
-        order, starts = _bucket_order(work.below, H, W, T)
         emit = np.full(T, want_all)
         if not wsoleval:
-            buffer, count = _descending(order, starts, grid, work, asc_order, m, buffer, count, emit=emit,
+            buffer, count = _foreground(work.below, grid, work, asc_order, m, buffer, count, emit=emit,
                                         largest=largest[m])
             continue
-        buffer, count, holes = _ascending(order, starts, grid, work, asc_order, m, buffer, count, islands=islands,
-                                          want_holes=want_all)
-        if not holes:  # no hole at any threshold: join == below
-            buffer, count = _descending(order, starts, grid, work, asc_order, m, buffer, count, emit=emit,
-                                        largest=largest[m], window_area=True, prefer_last=True)
-            continue
-        if want_all and islands.any():  # contours inside holes: from the unfilled map at those steps
-            buffer, count = _descending(order, starts, grid, work, asc_order, m, buffer, count, emit=islands)
-            emit &= ~islands
-        filled_order, filled_starts = _bucket_order(work.join, H, W, T)
-        buffer, count = _descending(filled_order, filled_starts, grid, work, asc_order, m, buffer, count,
-                                    emit=emit, largest=largest[m], window_area=True, prefer_last=True)
+        counts = np.zeros(T + 2, dtype=np.int64)
+        candidates = _filled_levels(work.below, work.join, counts, work.lakes, work.queue, work.active, H, W)
+        if candidates:
+            buffer, count = _holes(work.below, work.join, candidates, grid, work, asc_order, m, buffer, count,
+                                   islands=islands, want_holes=want_all)
+            if want_all and islands.any():  # contours inside holes: from the unfilled map at those steps
+                buffer, count = _foreground(work.below, grid, work, asc_order, m, buffer, count, emit=islands)
+                emit &= ~islands
+        buffer, count = _foreground(work.join, grid, work, asc_order, m, buffer, count, emit=emit, counts=counts,
+                                    largest=largest[m], window_area=True, prefer_last=True)
     return largest, buffer[:count].copy()

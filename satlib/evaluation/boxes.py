@@ -49,8 +49,7 @@ from torch import Tensor
 
 from satlib.evaluation.checks import check_protocol, image_hw
 from satlib.evaluation.components import HOLE, component_extents
-from satlib.evaluation.normalize import normalize_maps
-from satlib.evaluation.thresholds import threshold_levels
+from satlib.evaluation.thresholds import map_levels
 
 MODES = ("largest", "all")
 
@@ -118,7 +117,7 @@ def boxes_from_maps(maps: Tensor, thresholds: Sequence[float], image_size: int |
     """
     if mode not in MODES:
         raise ValueError(f"mode must be 'largest' or 'all', got {mode!r}")
-    scores, cuts = threshold_levels(normalize_maps(maps, image_size, protocol), thresholds, protocol)
+    scores, cuts = map_levels(maps, image_size, thresholds, protocol)
     largest, rows = component_extents(scores, cuts, protocol, backend=backend, want_all=mode == "all")
     largest = extents_to_boxes(largest, protocol, image_size)
     if mode == "largest":

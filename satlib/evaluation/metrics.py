@@ -46,7 +46,7 @@ from satlib.evaluation.components import component_extents
 from satlib.evaluation.iou import box_iou, max_iou, pad_gt_boxes
 from satlib.evaluation.masks import PixelAPMeter, check_masks
 from satlib.evaluation.normalize import normalize_maps
-from satlib.evaluation.thresholds import default_thresholds, threshold_levels
+from satlib.evaluation.thresholds import default_thresholds, map_levels
 
 LOC_IOU = 50  # GT-known and Top-k Loc use IoU >= 0.5 in both protocols
 
@@ -126,8 +126,7 @@ class LocalizationEvaluator:
         self._check_batch(B, logits, labels, gt_masks)
         masks = check_masks(gt_masks, (B, *self.image_size)) if gt_masks is not None else None
 
-        normalized = normalize_maps(maps, self.image_size, self.protocol)
-        scores, cuts = threshold_levels(normalized, self.thresholds, self.protocol)
+        scores, cuts = map_levels(maps, self.image_size, self.thresholds, self.protocol)
         gt, _ = pad_gt_boxes(boxes, maps.device)
         wsoleval = self.protocol == "wsoleval"
         extents, rows = component_extents(scores, cuts, self.protocol, backend=self.backend, want_all=wsoleval)
@@ -148,6 +147,7 @@ class LocalizationEvaluator:
             self.top1_loc += (hit1.to(iou.device)[:, None] & located).sum(0).cpu()
             self.top5_loc += (hit5.to(iou.device)[:, None] & located).sum(0).cpu()
         if masks is not None:
+            normalized = normalize_maps(maps, self.image_size, self.protocol)
             self.pixel_ap.update(normalized, masks.to(normalized.device))
         self.count += B
         self.with_logits, self.with_masks = logits is not None, masks is not None

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from satlib.evaluation.checks import check_protocol, check_thresholds
+from satlib.evaluation.checks import check_maps, check_protocol, check_thresholds, image_hw
+from satlib.evaluation.normalize import _cubic_taps, normalize_maps
 
 SAT_THRESHOLDS = (0.3, 0.35, 0.4, 0.45)  # official train.py sweep (evaluator.py then uses the best one)
 WSOLEVAL_THRESHOLDS = tuple(float(t) for t in np.arange(0, 1, 0.01))  # cam_curve_interval=0.01
@@ -35,5 +36,42 @@ def threshold_levels(normalized: Tensor, thresholds: Sequence[float], protocol: 
     if check_protocol(protocol) == "sat":
         return normalized, t.float().expand(N, -1)
     quantized = (normalized * 255).to(torch.uint8)
-    peak = quantized.amax((1, 2)).double()
-    return quantized, torch.floor(t[None, :] * peak[:, None]).float()
+    return quantized, _level_cuts(quantized, t)
+
+
+def _level_cuts(levels: Tensor, thresholds: Tensor) -> Tensor:
+    """wsoleval's cuts ``int(t * q.max())`` of 8-bit maps (N, H, W) at float64 thresholds (T,) -> (N, T) float32."""
+    peak = levels.amax((1, 2)).double()
+    return torch.floor(thresholds.to(levels.device)[None, :] * peak[:, None]).float()
+
+
+def map_levels(maps: Tensor, image_size: int | Sequence[int], thresholds: Sequence[float], protocol: str,
+               threads: int | None = None) -> tuple[Tensor, Tensor]:
+    """`threshold_levels` of `normalize_maps`: raw maps (N, h, w) -> scores (N, H, W) and cuts (N, T).
+
+    wsoleval maps on the CPU take one numba kernel (resize, normalise and quantise fused, the same
+    bits; maps split over `threads` threads, default torch's); everything else the torch ops.
+    """
+    if check_protocol(protocol) == "sat" or maps.device.type != "cpu":
+        return threshold_levels(normalize_maps(maps, image_size, protocol), thresholds, protocol)
+    from satlib.evaluation._levels import wsoleval_levels  # numba compiles on first use
+
+    raw = check_maps(maps).contiguous().numpy()
+    H, W = image_hw(image_size)
+    (col_index, col_weight), (row_index, row_weight) = _cubic_taps(raw.shape[2], W), _cubic_taps(raw.shape[1], H)
+    levels = np.empty((raw.shape[0], H, W), dtype=np.uint8)
+
+    def run(start: int, stop: int) -> None:
+        wsoleval_levels(raw[start:stop], col_index, col_weight, row_index, row_weight, levels[start:stop])
+
+    threads = max(1, min(len(raw), torch.get_num_threads() if threads is None else threads))
+    bounds = np.linspace(0, len(raw), threads + 1).astype(int)
+    if threads == 1:
+        run(0, len(raw))
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(threads) as pool:  # the kernel releases the GIL
+            list(pool.map(run, bounds[:-1], bounds[1:]))
+    levels = torch.from_numpy(levels)
+    return levels, _level_cuts(levels, check_thresholds(thresholds))

@@ -144,6 +144,34 @@ def test_padded_grid_offsets_follow_the_documented_ring():
     assert (grid.height, grid.width) == (H, W) and (rows.min(), rows.max(), cols.max()) == (-1, H, W)
 
 
+@pytest.mark.parametrize("shape", [(9, 12), (1, 7), (13, 1), (30, 30)])
+def test_filled_levels_are_the_step_each_pixel_first_reaches_the_border(shape):
+    """join = the first step at which a pixel is background (key <= step) 4-connected to the border."""
+    from satlib.evaluation import _unionfind as uf
+
+    rng = np.random.default_rng(6)
+    H, W = shape
+    T = 6
+    work = uf._workspace(H, W)
+    for trial in range(40):
+        keys = rng.integers(0, T + 1, (H, W)) if trial % 2 else rng.integers(0, 3, (H, W)) * 3
+        keys[rng.random((H, W)) < 0.1] = T  # never background
+        work.below.reshape(H + 2, W + 2)[1:-1, 1:-1] = keys
+        counts = np.zeros(T + 2, dtype=np.int64)
+        listed = uf._filled_levels(work.below, work.join, counts, work.lakes, work.queue, work.active, H, W)
+        join = work.join.reshape(H + 2, W + 2)[1:-1, 1:-1]
+        expected = np.full((H, W), T)
+        for step in range(T - 1, -1, -1):
+            labels, _ = ndimage.label(keys <= step)  # 4-connected
+            border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+            reached = np.isin(labels, border[border > 0])
+            expected[reached] = step
+        assert np.array_equal(join, expected), trial
+        assert np.array_equal(counts[1:], np.bincount(join.reshape(-1), minlength=T + 1))
+        lakes = {(p // (W + 2) - 1, p % (W + 2) - 1) for p in work.lakes[:listed]}
+        assert {tuple(x) for x in np.argwhere(join > keys)} <= lakes  # every lake pixel listed
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("protocol", ["sat", "wsoleval"])
 def test_cuda_components_match_cpu_tree(protocol):

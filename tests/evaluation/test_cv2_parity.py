@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from satlib.evaluation import boxes_from_maps, normalize_maps
-from satlib.evaluation.normalize import resize_bilinear
+from satlib.evaluation.normalize import resize_bicubic, resize_bilinear
 
 from eval_fixtures import smooth_maps
 
@@ -38,6 +38,21 @@ def test_bilinear_is_cv2_inter_linear():
     ours = resize_bilinear(maps, (224, 224)).numpy()
     for i in range(8):
         assert np.array_equal(ours[i], cv2.resize(maps[i].numpy(), (224, 224)))
+
+
+@pytest.mark.parametrize("shape,size", [((14, 14), (224, 224)), ((9, 11), (30, 37)), ((20, 30), (7, 9)),
+                                        ((1, 3), (5, 6))])
+def test_bicubic_is_cv2_inter_cubic_bit_for_bit_without_ipp(shape, size):
+    """cv2's own INTER_CUBIC code (the default wheels hand it to IPP instead: the next test)."""
+    maps = torch.rand(4, *shape, generator=torch.Generator().manual_seed(0)) * 10
+    ours = resize_bicubic(maps, size).numpy()
+    use_ipp = cv2.ipp.useIPP()
+    cv2.ipp.setUseIPP(False)
+    try:
+        theirs = [cv2.resize(m, size[::-1], interpolation=cv2.INTER_CUBIC) for m in maps.numpy()]
+    finally:
+        cv2.ipp.setUseIPP(use_ipp)
+    assert all(np.array_equal(ours[i], theirs[i]) for i in range(4))
 
 
 def test_bicubic_close_to_cv2_inter_cubic():

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from satlib.evaluation import normalize_maps
-from satlib.evaluation.normalize import resize_bilinear
+from satlib.evaluation.normalize import resize_bicubic, resize_bilinear
 
 from eval_fixtures import smooth_maps
 
@@ -57,6 +57,7 @@ def test_normalize_sat_and_wsoleval_ranges():
     assert (wsol.flatten(1).amax(1)[~constant] == 1).all()
 
 
-def test_resize_bilinear_follows_the_maps_device():
+@pytest.mark.parametrize("resize", [resize_bilinear, resize_bicubic])
+def test_resize_follows_the_maps_device(resize):
     maps = torch.zeros(3, 5, 7, device="meta")
-    assert resize_bilinear(maps, (11, 13)).device == maps.device
+    assert resize(maps, (11, 13)).device == maps.device

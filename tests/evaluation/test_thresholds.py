@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from satlib.evaluation import SAT_THRESHOLDS, WSOLEVAL_THRESHOLDS, default_thresholds
-from satlib.evaluation.thresholds import threshold_levels
+from satlib.evaluation import SAT_THRESHOLDS, WSOLEVAL_THRESHOLDS, default_thresholds, normalize_maps
+from satlib.evaluation.thresholds import map_levels, threshold_levels
+
+from eval_fixtures import smooth_maps
 
 
 def test_default_thresholds_are_each_protocols_own():
@@ -36,3 +38,17 @@ def test_threshold_levels_follow_the_maps_device():
     for protocol in ("sat", "wsoleval"):
         scores, cuts = threshold_levels(normalized, [0.1, 0.5], protocol)
         assert scores.device == cuts.device == normalized.device and cuts.shape == (2, 2)
+
+
+@pytest.mark.parametrize("shape,size", [((14, 14), (224, 224)), ((9, 11), (30, 37)), ((8, 8), (24, 24))])
+def test_cpu_levels_kernel_gives_the_torch_ops_bits(shape, size):
+    """map_levels' fused numba kernel (wsoleval maps on the CPU) = normalize_maps then threshold_levels."""
+    maps = smooth_maps(30, seed=4, size=shape)  # plateaus, constant and rough maps among them
+    torch_ops = threshold_levels(normalize_maps(maps, size, "wsoleval"), WSOLEVAL_THRESHOLDS, "wsoleval")
+    for threads in (1, 3):
+        fused = map_levels(maps, size, WSOLEVAL_THRESHOLDS, "wsoleval", threads=threads)
+        assert fused[0].dtype == torch.uint8
+        assert torch.equal(fused[0], torch_ops[0]) and torch.equal(fused[1], torch_ops[1])
+    sat = map_levels(maps, size, SAT_THRESHOLDS, "sat")
+    expected = threshold_levels(normalize_maps(maps, size, "sat"), SAT_THRESHOLDS, "sat")
+    assert torch.equal(sat[0], expected[0]) and torch.equal(sat[1], expected[1])
