@@ -77,6 +77,12 @@ class TrainConfig:
     time_budget: float = 0.0  # seconds; > 0 is a safety cap: the run stops early (not the reference result)
     log_every: int = 20
 
+    def evaluates_after(self, epoch: int) -> bool:
+        """Whether a run evaluates after epoch `epoch` (1-based): the last one, and every `eval_every`-th from
+        `eval_start` on (a run the time cap or SATLIB_SMOKE stops also evaluates where it stops)."""
+        return epoch >= self.epochs or (self.eval_every > 0 and epoch >= self.eval_start
+                                        and epoch % self.eval_every == 0)
+
 
 @dataclass
 class EvalConfig:

@@ -75,8 +75,6 @@ def _config_value(config: Config, dotted: str):
 def official_differences(config: Config, *, world: int = 1) -> list[str]:
     """Every way a satlib run of `config` on `world` processes differs from the official recipe of its dataset:
     config values first ("train.epochs = 2 (official: 30)"), then the implementation's differences."""
-    from satlib.train import evaluates_after
-
     dataset = config.data.dataset
     if dataset not in OFFICIAL:
         return [f"data.dataset = {dataset}: the paper has no official recipe for it"]
@@ -89,7 +87,7 @@ def official_differences(config: Config, *, world: int = 1) -> list[str]:
     if t.grad_accum > 1:
         lines.append(f"train.grad_accum = {t.grad_accum}: the area constraint spans each micro-batch of "
                      f"{t.batch_size // world} images per process, not the whole step")
-    evaluated = [epoch for epoch in range(1, t.epochs + 1) if evaluates_after(epoch, config)]
+    evaluated = [epoch for epoch in range(1, t.epochs + 1) if t.evaluates_after(epoch)]
     if evaluated != official["evaluated_epochs"]:
         lines.append(f"evaluated after epochs {_epochs_text(evaluated)} "
                      f"(official: {_epochs_text(official['evaluated_epochs'])})")
@@ -225,8 +223,6 @@ def estimate_gpu_run(config: Config, *, gpu: str = "H100", gpus: int = 1, utiliz
     `gpu` (a key of `GPUS`): the model's FLOPs at `utilization` of the bf16 peak, a CPU loader of
     `loader_workers` workers per GPU, the activations autograd saves (`model_cost`, or `cost` if given).
     An estimate, labelled as one, until bench/gpu_suite.py measures the card."""
-    from satlib.train import evaluates_after
-
     if gpu not in GPUS:
         raise ValueError(f"unknown gpu {gpu!r}; expected one of {', '.join(GPUS)}")
     dataset = config.data.dataset
@@ -238,7 +234,7 @@ def estimate_gpu_run(config: Config, *, gpu: str = "H100", gpus: int = 1, utiliz
     train_split, test_split = SPLIT_SIZES[dataset]
     step_images = t.batch_size * t.grad_accum
     train_images = train_split // step_images * step_images * t.epochs
-    eval_images = sum(evaluates_after(epoch, config) for epoch in range(1, t.epochs + 1)) * test_split
+    eval_images = sum(t.evaluates_after(epoch) for epoch in range(1, t.epochs + 1)) * test_split
     eval_gflop = cost.forward_gflop * (11 if config.eval.tencrop else 1)  # the centre crop and ten more
     gflops = peak_tflops * 1e3 * utilization * gpus  # over every GPU
     loader = LOADER_IMAGES_PER_WORKER * loader_workers * gpus  # images/s

@@ -116,13 +116,6 @@ def constraint_ramp(step: int, total_steps: int, config: Config) -> float:
     return min(1.0, (step / max(total_steps, 1)) / (t.constraint_warmup_epochs / max(t.epochs, 1)))
 
 
-def evaluates_after(epoch: int, config: Config) -> bool:
-    """Whether a run evaluates after epoch `epoch` (1-based): the last one, and every `train.eval_every`-th
-    from `train.eval_start` on (a run the time cap or SATLIB_SMOKE stops also evaluates where it stops)."""
-    t = config.train
-    return epoch >= t.epochs or (t.eval_every > 0 and epoch >= t.eval_start and epoch % t.eval_every == 0)
-
-
 # ----------------------------------------------------------------------------------------------
 # the run: what the loop carries from step to step
 
@@ -195,7 +188,7 @@ def train(config: Config, *, resume: bool = False, progress: bool = True,
             record = epoch_record(run, sums, clock)
             stopped = record["stopped_early"] or run.work_capped
             last = stopped or run.epoch == config.train.epochs
-            if last or evaluates_after(run.epoch, config):
+            if last or config.train.evaluates_after(run.epoch):
                 record.update(evaluate_run(run, cam=last))
             run.history.append(record)
             _log(run.ddp, _summary(record))

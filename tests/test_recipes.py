@@ -13,7 +13,6 @@ from satlib.recipes import (
     model_cost,
     official_differences,
 )
-from satlib.train import evaluates_after
 
 TINY_DEIT = ["model.name=sat_deit_tiny_patch16_224", "model.kwargs={patch_size: 8, embed_dim: 32, depth: 3, "
              "num_heads: 2}", "data.img_size=32", "data.resize_size=32", "model.num_classes=3", "model.pretrained=''"]
@@ -28,7 +27,7 @@ def test_packaged_recipe_is_the_official_one(recipe, monkeypatch):
                                             if line.startswith("train.amp")] + fixed
     t = config.train
     assert (t.constraint_warmup_epochs, t.clip_grad, t.time_budget, t.warmup_epochs) == (0, 0, 0, 0)
-    assert [epoch for epoch in range(1, t.epochs + 1) if evaluates_after(epoch, config)] == \
+    assert [epoch for epoch in range(1, t.epochs + 1) if t.evaluates_after(epoch)] == \
         OFFICIAL[recipe]["evaluated_epochs"]
 
 

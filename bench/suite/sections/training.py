@@ -24,7 +24,7 @@ from satlib.data.from_config import build_datasets, test_loader, train_loader
 from satlib.data.records import Problems
 from satlib.evaluation.evaluate import evaluate_model
 from satlib.runtime import Dist
-from satlib.train import evaluates_after, train
+from satlib.train import train
 
 import bench_data
 import bench_model
@@ -174,7 +174,7 @@ def project(recipe: Recipe, paper: Config, results: dict) -> dict:
     else:
         epoch_s, basis = steps * run_["steady_step_s"] + run_["boundary_s"], "steps x steady step time + boundary"
     t = paper.train
-    evaluations = sum(evaluates_after(epoch, paper) for epoch in range(1, t.epochs + 1))
+    evaluations = sum(t.evaluates_after(epoch) for epoch in range(1, t.epochs + 1))
     eval_s = recipe.eval_images / evaluation["images_per_s"] if evaluation else None
     total = t.epochs * epoch_s + (evaluations * eval_s if eval_s else 0.0)
     return {"train_images": recipe.train_images, "steps_per_epoch": steps, "epoch_s": epoch_s, "basis": basis,
