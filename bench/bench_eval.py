@@ -1,28 +1,35 @@
-"""Benchmark: batched LocalizationEvaluator vs a per-image loop in the official style.
+"""Benchmark: the batched LocalizationEvaluator on each path vs a per-image loop in the official style.
 
-A CUB-sized run: 5,794 maps of 14x14 resized to 224x224, 100 thresholds (0.00..0.99), one or two
-GT boxes per image. Side by side in one run:
+Synthetic attention-like maps (14x14 resized to 224x224, 1-4 Gaussian blobs + noise), 100
+thresholds (0.00..0.99), one or two GT boxes per image; by default a CUB-sized set (5,794 maps)
+and an ImageNet-sized set (50,000 maps). Side by side in one run, for each protocol and set size:
 
-- batched on the GPU (label propagation), when CUDA is present;
-- batched on the CPU (numba component trees);
-- the official style on the CPU: one image and one threshold at a time (SAT: scipy label +
-  largest component, as evaluator.py with skimage; wsoleval: cv2.findContours as evaluation.py,
-  when cv2 is installed), timed on a subset and scaled to the full set.
+- the per-image loop in the official style on the CPU, one image and one threshold at a time
+  (SAT: scipy label + largest component, as evaluator.py with skimage; wsoleval: cv2.findContours
+  as evaluation.py, when cv2 is installed), timed on a subset and scaled to the set;
+- the batched evaluator on each path: "cpu" (CPU maps: numba component trees), and with CUDA
+  "propagate" (label propagation on the GPU) and "host" (levels made on the GPU, the component
+  trees on the host cores, overlapped chunk by chunk; `satlib.evaluation.extents`);
 
-Prints seconds, the speed-up ratios, and peak memory for a quarter and the whole of the set (it
-must not grow with the set). Run from the repository root:
+as seconds and as ratios loop / path, in wall-clock and in CPU seconds. Every figure is the best
+of `--repeats` rounds in which the loop and the paths take turns, so that the load of a shared
+machine weighs on both sides alike; the load average is printed with them. Peak memory of each
+path for a quarter and for all of the largest set, in fresh processes (it must not grow with the
+set). Run from the repository root:
 
-    OMP_NUM_THREADS=1 python bench/bench_eval.py             # full CUB-sized run
-    OMP_NUM_THREADS=1 python bench/bench_eval.py --images 512 --loop-images 8   # quick
+    OMP_NUM_THREADS=1 python bench/bench_eval.py --threads 1                 # both sets, 1 thread
+    OMP_NUM_THREADS=1 python bench/bench_eval.py --images 512 --loop-images 8 --no-memory   # quick
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -32,6 +39,20 @@ from satlib.evaluation import LocalizationEvaluator, normalize_maps
 
 THRESHOLDS = [i / 100 for i in range(100)]  # --thresholds 1000 gives 0.000..0.999
 SIZE = 224
+SETS = (5794, 50000)  # CUB's test set, ImageNet's validation set
+
+
+@dataclass(frozen=True)
+class Path:
+    """One way to run the batched evaluator: where the maps live and which components backend runs."""
+
+    name: str
+    device: str
+    backend: str
+
+
+PATHS = {"cpu": Path("cpu", "cpu", "union_find"), "propagate": Path("propagate", "cuda", "propagate"),
+         "host": Path("host", "cuda", "host")}
 
 
 def synthetic_maps(count: int, seed: int = 0, grid: int = 14) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -58,12 +79,8 @@ def synthetic_maps(count: int, seed: int = 0, grid: int = 14) -> tuple[torch.Ten
 
 
 def run_batched(maps, boxes, protocol: str, device: str, batch: int,
-                backend: str | None = None) -> tuple[float, dict]:
-    """Wall seconds and metrics of the batched evaluator (CPU seconds in `CPU_SECONDS`).
-
-    `backend` defaults to label propagation on CUDA and the numba component trees on the CPU.
-    """
-    backend = backend or ("propagate" if device == "cuda" else "union_find")
+                backend: str = "auto") -> tuple[float, float, dict]:
+    """Wall seconds, CPU seconds of this process and metrics of the batched evaluator, `batch` maps per update."""
     evaluator = LocalizationEvaluator(thresholds=THRESHOLDS, image_size=SIZE, protocol=protocol, backend=backend)
     if device == "cuda":
         torch.cuda.synchronize()
@@ -71,11 +88,7 @@ def run_batched(maps, boxes, protocol: str, device: str, batch: int,
     for i in range(0, len(maps), batch):
         evaluator.update(maps[i:i + batch].to(device), boxes[i:i + batch])
     result = evaluator.compute()
-    CPU_SECONDS[device] = time.process_time() - cpu
-    return time.perf_counter() - start, result
-
-
-CPU_SECONDS: dict[str, float] = {}
+    return time.perf_counter() - start, time.process_time() - cpu, result
 
 
 def _iou(a, b) -> float:
@@ -84,11 +97,12 @@ def _iou(a, b) -> float:
     return inter / float(area - inter)
 
 
-def loop_sat(maps, boxes) -> tuple[float, np.ndarray]:
-    """evaluator.py's inner loop: per image normalise + resize, per threshold label + largest + IoU."""
+def loop_sat(maps, boxes) -> tuple[float, float, np.ndarray]:
+    """evaluator.py's inner loop: per image normalise + resize, per threshold label + largest + IoU.
+    Returns wall seconds, CPU seconds and hits per threshold."""
     eight = np.ones((3, 3), dtype=bool)
     hits = np.zeros(len(THRESHOLDS))
-    start, CPU_SECONDS["loop"] = time.perf_counter(), time.process_time()
+    start, cpu = time.perf_counter(), time.process_time()
     for m, gt in zip(maps, boxes):
         norm = normalize_maps(m[None], SIZE, "sat")[0].numpy()  # the official: numpy min-max + cv2.resize
         gt = gt.tolist()
@@ -102,11 +116,10 @@ def loop_sat(maps, boxes) -> tuple[float, np.ndarray]:
                 rows, cols = np.nonzero(labels == int(np.argmax(sizes)))
                 box = [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]
             hits[j] += max(_iou(box, g) for g in gt) >= 0.5
-    CPU_SECONDS["loop"] = time.process_time() - CPU_SECONDS["loop"]
-    return time.perf_counter() - start, hits
+    return time.perf_counter() - start, time.process_time() - cpu, hits
 
 
-def loop_wsoleval(maps, boxes) -> tuple[float, np.ndarray] | None:
+def loop_wsoleval(maps, boxes) -> tuple[float, float, np.ndarray] | None:
     """evaluation.py's BoxEvaluator.accumulate with cv2, per image and threshold: the largest
     contour (MaxBoxAcc) and every contour (MaxBoxAccV2) from one findContours call."""
     try:
@@ -114,7 +127,7 @@ def loop_wsoleval(maps, boxes) -> tuple[float, np.ndarray] | None:
     except ImportError:
         return None
     hits = np.zeros(len(THRESHOLDS))
-    start, CPU_SECONDS["loop"] = time.perf_counter(), time.process_time()
+    start, cpu = time.perf_counter(), time.process_time()
     for m, gt in zip(maps, boxes):
         cam = cv2.resize(m.numpy(), (SIZE, SIZE), interpolation=cv2.INTER_CUBIC)
         cam = np.zeros_like(cam) if cam.min() == cam.max() else (cam - cam.min()) / (cam - cam.min()).max()
@@ -133,8 +146,10 @@ def loop_wsoleval(maps, boxes) -> tuple[float, np.ndarray] | None:
                 largest = every[max(range(len(contours)), key=lambda k: cv2.contourArea(contours[k]))]
             hits[j] += max(_iou(largest, g) for g in gt) >= 0.5
             max(_iou(b, g) for b in every for g in gt)  # MaxBoxAccV2's any-contour IoU
-    CPU_SECONDS["loop"] = time.process_time() - CPU_SECONDS["loop"]
-    return time.perf_counter() - start, hits
+    return time.perf_counter() - start, time.process_time() - cpu, hits
+
+
+LOOPS = {"sat": loop_sat, "wsoleval": loop_wsoleval}
 
 
 def _status_kb(field: str) -> int:
@@ -142,92 +157,135 @@ def _status_kb(field: str) -> int:
         return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
 
 
-def memory_probe(count: int, protocol: str, device: str, batch: int) -> int:
+def memory_probe(count: int, protocol: str, path: Path, batch: int) -> int:
     """Peak memory (bytes) of evaluating `count` maps: CUDA max allocated, or on the CPU the rise
     of the resident set's high-water mark (VmHWM) over the warmed-up process (Linux)."""
     maps, boxes = synthetic_maps(count)
-    run_batched(maps[:2], boxes[:2], protocol, device, 2)
-    if device == "cuda":
+    run_batched(maps[:2], boxes[:2], protocol, path.device, 2, path.backend)
+    if path.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-        run_batched(maps, boxes, protocol, device, batch)
+        run_batched(maps, boxes, protocol, path.device, batch, path.backend)
         return torch.cuda.max_memory_allocated()
     with open("/proc/self/clear_refs", "w") as clear:
         clear.write("5")  # reset the high-water mark to the current resident set
     baseline = _status_kb("VmRSS")
-    run_batched(maps, boxes, protocol, device, batch)
+    run_batched(maps, boxes, protocol, path.device, batch, path.backend)
     return (_status_kb("VmHWM") - baseline) * 1024
 
 
-def peak_memory(count: int, protocol: str, device: str, batch: int) -> int:
+def peak_memory(count: int, protocol: str, path: Path, batch: int, threads: int) -> int:
     """`memory_probe` in a fresh process, so earlier work does not set the peak."""
-    command = [sys.executable, __file__, "--probe", str(count), "--protocols", protocol, "--device", device,
-               "--batch", str(batch), "--thresholds", str(len(THRESHOLDS))]
+    command = [sys.executable, __file__, "--probe", str(count), "--protocols", protocol, "--paths", path.name,
+               "--batch", str(batch), "--thresholds", str(len(THRESHOLDS)), "--threads", str(threads)]
     return int(subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+
+
+def load_average() -> float:
+    """The machine's 1-minute load average (0 where the OS does not say)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+
+
+def bench_protocol(protocol: str, maps, boxes, sizes: list[int], paths: list[Path], args) -> dict:
+    """One protocol: the loop on a subset and every path on every set size, best of `args.repeats`
+    interleaved rounds; ratios loop / path."""
+    L = min(args.loop_images, len(maps))
+    loop_fn = LOOPS[protocol]
+    for path in paths:  # compile the numba kernels, start CUDA
+        run_batched(maps[:8], boxes[:8], protocol, path.device, 8, path.backend)
+    best: dict = {}
+
+    def keep(key, wall: float, cpu: float) -> None:
+        old = best.get(key, (float("inf"), float("inf")))
+        best[key] = (min(old[0], wall), min(old[1], cpu))
+
+    loop_hits = None
+    for _ in range(args.repeats):
+        loop = loop_fn(maps[:L], boxes[:L])
+        if loop is not None:
+            keep("loop", loop[0], loop[1])
+            loop_hits = loop[2]
+        for size in sizes:
+            for path in paths:
+                wall, cpu, _ = run_batched(maps[:size], boxes[:size], protocol, path.device, args.batch, path.backend)
+                keep((size, path.name), wall, cpu)
+    row: dict = {"loop_images": L}
+    if loop_hits is not None:
+        row["loop_s_per_map"], row["loop_cpu_s_per_map"] = (v / L for v in best["loop"])
+        row["agrees_with_loop"] = {}
+        for path in paths:  # same GT-known at the same thresholds as the loop, on its subset
+            _, _, subset = run_batched(maps[:L], boxes[:L], protocol, path.device, args.batch, path.backend)
+            row["agrees_with_loop"][path.name] = bool(subset["maxboxacc"] == 100.0 * loop_hits.max() / L)
+    for size in sizes:
+        entry = row[str(size)] = {}
+        if loop_hits is not None:
+            entry["loop_s"], entry["loop_cpu_s"] = row["loop_s_per_map"] * size, row["loop_cpu_s_per_map"] * size
+        for path in paths:
+            wall, cpu = best[(size, path.name)]
+            entry[path.name] = {"s": wall, "cpu_s": cpu}
+            if loop_hits is not None:
+                entry[path.name].update(speedup=entry["loop_s"] / wall, cpu_speedup=entry["loop_cpu_s"] / cpu)
+    if not args.no_memory:
+        top = max(sizes)
+        row["peak_mb"] = {path.name: [round(peak_memory(n, protocol, path, args.batch, args.threads) / 2**20, 1)
+                                      for n in (top // 4, top)] for path in paths}
+    return row
+
+
+def print_protocol(protocol: str, row: dict, sizes: list[int], paths: list[Path]) -> None:
+    """The protocol's figures: per set size, the loop and every path, seconds and ratios."""
+    L = row["loop_images"]
+    for size in sizes:
+        entry = row[str(size)]
+        line = f"[{protocol}] {size:,} maps:"
+        if "loop_s" in entry:
+            line += f" per-image loop {entry['loop_s']:.1f} s ({entry['loop_cpu_s']:.1f} CPU s; scaled from {L})"
+        else:
+            line += " per-image loop skipped (needs cv2)"
+        for path in paths:
+            x = entry[path.name]
+            line += f" | {path.name} {x['s']:.2f} s"
+            if "speedup" in x:
+                line += f" -> {x['speedup']:.1f}x ({x['cpu_speedup']:.1f}x in CPU s)"
+        print(line)
+    for name, agrees in row.get("agrees_with_loop", {}).items():
+        print(f"    {name}: MaxBoxAcc on the loop's subset equals the loop's: {agrees}")
+    for name, (quarter, whole) in row.get("peak_mb", {}).items():
+        kind = "CUDA max allocated" if PATHS[name].device == "cuda" else "peak RSS rise (VmHWM) over the warm process"
+        print(f"    {name} {kind}: {quarter} MB for {max(sizes) // 4:,} maps, {whole} MB for {max(sizes):,}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=5794)
-    parser.add_argument("--loop-images", type=int, default=24, help="subset timed with the per-image loop")
-    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--images", default=",".join(map(str, SETS)), help="comma-separated set sizes")
+    parser.add_argument("--loop-images", type=int, default=64, help="subset timed with the per-image loop")
+    parser.add_argument("--batch", type=int, default=256, help="maps per evaluator update")
     parser.add_argument("--protocols", default="sat,wsoleval")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--paths", default="auto", help="comma-separated subset of cpu,propagate,host "
+                                                        "(auto: cpu, and with CUDA propagate and host)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (and numba map threads)")
     parser.add_argument("--thresholds", type=int, default=100, help="how many thresholds, i / count")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the best of each is kept")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--probe", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     THRESHOLDS[:] = [i / args.thresholds for i in range(args.thresholds)]
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and args.device != "cpu" else [])
-    if args.device == "cuda":
-        devices = ["cuda"]
+    names = ["cpu"] + (["propagate", "host"] if torch.cuda.is_available() else [])
+    paths = [PATHS[name] for name in (names if args.paths == "auto" else args.paths.split(","))]
     if args.probe:
-        print(memory_probe(args.probe, args.protocols, devices[-1], args.batch))
+        print(memory_probe(args.probe, args.protocols, paths[0], args.batch))
         return
-
-    maps, boxes = synthetic_maps(args.images)
-    L = min(args.loop_images, args.images)
-    print(f"{args.images} maps 14x14 -> {SIZE}x{SIZE}, {len(THRESHOLDS)} thresholds, batch {args.batch}, "
-          f"torch threads {args.threads}; per-image loop timed on {L} images and scaled")
-    run_batched(maps[:4], boxes[:4], "sat", "cpu", 4)  # compile / load the numba kernels
-    run_batched(maps[:4], boxes[:4], "wsoleval", "cpu", 4)
-    report = {}
+    sizes = [int(n) for n in args.images.split(",")]
+    maps, boxes = synthetic_maps(max(sizes))
+    print(f"maps 14x14 -> {SIZE}x{SIZE}, {len(THRESHOLDS)} thresholds, batch {args.batch}, torch threads "
+          f"{args.threads}, paths {[p.name for p in paths]}, best of {args.repeats} interleaved rounds; "
+          f"load average {load_average():.2f}")
+    report: dict = {"threads": args.threads, "thresholds": len(THRESHOLDS), "load_average": [load_average()]}
     for protocol in args.protocols.split(","):
-        loop = (loop_sat if protocol == "sat" else loop_wsoleval)(maps[:L], boxes[:L])
-        loop_cpu = CPU_SECONDS.get("loop", 0.0) * args.images / L
-        row = {}
-        for device in devices:
-            if device == "cuda":
-                run_batched(maps[:8], boxes[:8], protocol, device, 8)  # warm-up
-            seconds, result = run_batched(maps, boxes, protocol, device, args.batch)
-            row[device], row[f"{device}_cpu_s"] = seconds, CPU_SECONDS[device]
-            _, subset = run_batched(maps[:L], boxes[:L], protocol, device, args.batch)
-            if loop is not None:  # same GT-known at the same thresholds as the loop on the subset
-                row[f"{device}_agrees_with_loop"] = bool(subset["maxboxacc"] == 100.0 * loop[1].max() / L)
-            if not args.no_memory:
-                row[f"{device}_peak_mb"] = [round(peak_memory(n, protocol, device, args.batch) / 2**20, 1)
-                                            for n in (args.images // 4, args.images)]
-        line = f"[{protocol}] batched " + ", ".join(f"{d} {row[d]:.1f} s" for d in devices)
-        if loop is not None:
-            row["loop_s"] = loop[0] * args.images / L
-            line += f" | per-image loop {row['loop_s']:.1f} s (scaled from {loop[0]:.2f} s on {L})"
-            line += " | speed-up " + ", ".join(f"{d} {row['loop_s'] / row[d]:.1f}x" for d in devices)
-            row["loop_cpu_s"] = loop_cpu
-            cpu = row["cpu_cpu_s"]
-            line += f"\n    CPU seconds: loop {loop_cpu:.1f}, cpu {cpu:.1f} -> {loop_cpu / cpu:.1f}x"
-        else:
-            line += " | per-image loop skipped (needs cv2)"
-        print(line)
-        for device in devices:
-            if f"{device}_peak_mb" in row:
-                quarter, whole = row[f"{device}_peak_mb"]
-                kind = "CUDA max allocated" if device == "cuda" else "peak RSS rise (VmHWM) over the warm process"
-                print(f"    {device} {kind}: {quarter} MB for {args.images // 4} maps, {whole} MB for {args.images}")
-            if f"{device}_agrees_with_loop" in row:
-                agrees = row[f"{device}_agrees_with_loop"]
-                print(f"    {device} MaxBoxAcc on the loop's subset equals the loop's: {agrees}")
-        report[protocol] = row
+        report[protocol] = row = bench_protocol(protocol, maps, boxes, sizes, paths, args)
+        print_protocol(protocol, row, sizes, paths)
+    report["load_average"].append(load_average())
+    print(f"load average at the end {report['load_average'][-1]:.2f}")
     print(json.dumps(report))
 
 

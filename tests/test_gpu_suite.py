@@ -21,6 +21,7 @@ from suite.harness import SECTIONS, SMOKE, Suite, run_suite  # noqa: E402
 from suite.profile_analysis import summarize_profile  # noqa: E402
 from suite.recipes import Recipe  # noqa: E402
 from suite.report import targets  # noqa: E402
+from suite.sections.evaluator import PATHS as EVAL_PATHS  # noqa: E402
 from suite.sections.model import MODEL_COMPILED, MODEL_EAGER  # noqa: E402
 from suite.sections.training import project, steady_steps  # noqa: E402
 
@@ -68,11 +69,19 @@ def test_smoke_figures_come_from_the_sizes_asked_for(smoke):
     assert set(model["configs"]) == {c.label for c in (*MODEL_EAGER, MODEL_COMPILED)}
     assert all(c["images_per_s"] > 0 and c["tflops"] > 0 for c in model["configs"].values())
     assert model["gflop_per_image"]["sat"] > 0 and model["ratios"]["sat_time_vs_deit"] > 0
+    assert results["eval"]["paths"] == list(EVAL_PATHS) == ["propagate", "host"]
+    assert results["eval"]["imagenet_maps"] == 50000
     for protocol in ("sat", "wsoleval"):
         row = results["eval"]["protocols"][protocol]
         assert row["maps"] == sizes.eval_maps and row["batched_s"] > 0
+        assert set(row["paths"]) == set(EVAL_PATHS) and row["faster"] in EVAL_PATHS
+        for x in row["paths"].values():  # both device paths side by side, CUB- and ImageNet-sized from one rate
+            assert x["maps"] == sizes.eval_maps and x["ms_per_map"] > 0
+            assert x["cub_s"] == pytest.approx(x["ms_per_map"] / 1e3 * sizes.eval_maps)
+            assert x["imagenet_s"] == pytest.approx(x["ms_per_map"] / 1e3 * 50000)
         if "speedup" in row:  # wsoleval's loop needs cv2
             assert row["agrees_with_loop"] and row["speedup"] > 0
+            assert all(x["agrees_with_loop"] and x["speedup"] > 0 for x in row["paths"].values())
     assert [x["workers"] for x in results["data"]["loaders"]] == [0, 1]
     assert [x["decode_fallbacks"] for x in results["data"]["loaders"]] == [None, None]  # CPU decoding: no nvJPEG
     cub, imagenet = results["train_cub"], results["train_imagenet"]

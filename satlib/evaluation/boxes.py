@@ -9,7 +9,7 @@ step                   ``protocol="sat"``                        ``protocol="wso
 normalise              min-max, ``(m - min) / (max - min + 1e-5)``  after the resize: ``m -= min; m /= max``;
                        on the raw map, float32                    a constant map becomes zeros
 resize                 bilinear to the image (cv2 ``INTER_LINEAR``,  bicubic (cv2 ``INTER_CUBIC``) of the raw map
-                       half-pixel centres; bit-exact here)        (torch bicubic, same kernel a=-0.75; see below)
+                       half-pixel centres; bit-exact here)        (cv2's own code bit for bit; IPP: see below)
 foreground at t        ``map > t`` (float32)                      8-bit map ``q = uint8(255 * map)``,
                                                                   ``q > int(t * q.max())``
 components             8-connected (``skimage.measure.label``)    ``cv2.findContours(RETR_TREE)``: outer contours
@@ -28,15 +28,17 @@ IoU                    ``+1`` ("inclusive") formula, max over GT    same
 =====================  ========================================  ==============================================
 
 Exactness: the bilinear resize reproduces cv2's float32 ``INTER_LINEAR`` (``a + (b - a) * w`` with one
-rounding, per pass). The bicubic resize is torch's; it differs from cv2's ``INTER_CUBIC`` by ~1 ulp
-on some pixels, which after 8-bit quantisation moves about 1 pixel in 10^5 by one level. Contour
+rounding, per pass). The bicubic resize reproduces cv2's own float32 ``INTER_CUBIC`` code bit for
+bit; the default OpenCV wheels hand that resize to Intel IPP instead, which differs by ~1 ulp on
+about half the pixels, and after 8-bit quantisation moves about 1 pixel in 10^5 by one level. Contour
 polygon areas are computed exactly without tracing contours: the area of the outer contour
 through pixel centres equals (number of 2x2 windows of the hole-filled component with 3 pixels)/2
 + (number with 4 pixels). Everything after the resize is exact.
 
 Where each step lives: input checks in `checks`, normalise and resize in `normalize`, the
 thresholds and ``scores > cut`` in `thresholds`, components and their extents (torch and numba
-backends) in `components`, extents -> boxes here, the IoU and GT-box padding in `iou`.
+backends) in `components`, maps -> extents on a backend (and the GPU-host pipeline) in
+`extents`, extents -> boxes here, the IoU and GT-box padding in `iou`.
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ from einops import rearrange
 from torch import Tensor
 
 from satlib.evaluation.checks import check_protocol, image_hw
-from satlib.evaluation.components import HOLE, component_extents
-from satlib.evaluation.thresholds import map_levels
+from satlib.evaluation.components import HOLE
+from satlib.evaluation.extents import extents_from_maps
 
 MODES = ("largest", "all")
 
@@ -112,17 +114,18 @@ def boxes_from_maps(maps: Tensor, thresholds: Sequence[float], image_size: int |
     ``(boxes, valid)``, (N, T, K, 4) and (N, T, K) bool: every component's box (with wsoleval, also
     every hole contour's box; MaxBoxAccV2's multi-contour variant), padded to the largest count K.
     Conventions per protocol are in the module docstring. `backend`: "propagate" (torch label
-    propagation, any device), "union_find" (numba component tree, CPU), or "auto" (the first on
-    CUDA, the second on CPU); both give identical boxes.
+    propagation, any device), "union_find" (numba component trees), "host" (levels on the maps'
+    device, the trees on the host cores, overlapped) or "auto" (`resolve_backend`: the trees on
+    the CPU, the host path on CUDA); all give identical boxes.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be 'largest' or 'all', got {mode!r}")
-    scores, cuts = map_levels(maps, image_size, thresholds, protocol)
-    largest, rows = component_extents(scores, cuts, protocol, backend=backend, want_all=mode == "all")
+    largest, rows = extents_from_maps(maps, image_size, thresholds, protocol, backend=backend,
+                                      want_all=mode == "all")
     largest = extents_to_boxes(largest, protocol, image_size)
     if mode == "largest":
         return largest
-    N, T = cuts.shape
+    N, T = largest.shape[:2]
     boxes, valid = pad_boxes_per_plane(rows, rows_to_boxes(rows, protocol, image_size), num_maps=N,
                                        num_thresholds=T)
     empty = ~valid[..., 0]  # nothing above the threshold: the protocol's empty-prediction box

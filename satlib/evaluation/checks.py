@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 PROTOCOLS = ("sat", "wsoleval")
-BACKENDS = ("auto", "propagate", "union_find")  # connected components: see `satlib.evaluation.components`
+BACKENDS = ("auto", "propagate", "union_find", "host")  # connected components: `satlib.evaluation.extents`
 
 
 def check_protocol(protocol: str) -> str:

@@ -1,17 +1,20 @@
 """Connected components of thresholded localization maps and their extents, on any backend.
 
-`component_extents` is the entry point: the largest component's extent per map and threshold
-(and every component's, with `want_all`), by one of two backends that give identical answers:
+`component_extents` is the entry point for scores already thresholded: the largest component's
+extent per map and threshold (and every component's, with `want_all`), by backends that give
+identical answers:
 
-- "propagate" (the device path, default on CUDA): batched labelling of (P, H, W) masks with
-  torch ops only (`label_components`; CUDA or CPU tensors, no per-image loop, no copy to the
-  host). Every pixel points at a pixel of its component; each round hooks every tree root to the
-  smallest label next to its tree (a scatter-min) and then shortens the paths (pointer jumping),
-  so a snake-like component takes O(log) rounds rather than one round per pixel of its length.
+- "propagate" (the device path): batched labelling of (P, H, W) masks with torch ops only
+  (`label_components`; CUDA or CPU tensors, no per-image loop, no copy to the host). Every
+  pixel points at a pixel of its component; each round hooks every tree root to the smallest
+  label next to its tree (a scatter-min) and then shortens the paths (pointer jumping), so a
+  snake-like component takes O(log) rounds rather than one round per pixel of its length.
   Labels converge to the raster index of the component's first pixel.
 - "union_find" (the CPU path, default on the CPU): `map_extents`. Thresholds are nested, so one
   union-find pass over each map's pixels sorted by value (a component tree, compiled with numba)
   yields every threshold's components, sizes, areas and extents at once.
+- "host" (default on CUDA, provisional: `resolve_backend`): the same trees on the host cores fed
+  by levels made on the device, overlapped batch by batch (`satlib.evaluation.extents`).
 
 Extents are inclusive pixel ranges (min_row, min_col, max_row, max_col); each protocol's box
 convention is applied in `satlib.evaluation.boxes`.
@@ -310,6 +313,22 @@ def _union_find_extents(scores: Tensor, cuts: Tensor, protocol: str, want_all: b
 # Either backend
 # ---------------------------------------------------------------------------------------------
 
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """The backend that `backend` names for maps on `device`: "auto" is the numba trees
+    ("union_find") on the CPU and the host path ("host": levels on the device, trees on the host
+    cores) on CUDA.
+
+    The CUDA choice is provisional until a GPU run: on 1 CPU core the trees take about 0.3 ms
+    (SAT) and 0.7 ms (wsoleval) per 224x224 map and 100 thresholds and split over the cores,
+    while label propagation sweeps every pixel of every threshold plane 6-8 times per chunk with a
+    host sync per check (estimated 10-40x the official loop for a CUB-sized set). bench_eval.py
+    and the GPU suite's eval section time both side by side; their first GPU run decides.
+    """
+    if check_backend(backend) != "auto":
+        return backend
+    return "host" if device.type == "cuda" else "union_find"
+
+
 def component_extents(scores: Tensor, cuts: Tensor, protocol: str, backend: str = "auto",
                       want_all: bool = False) -> tuple[Tensor, Tensor]:
     """Foreground ``scores > cut`` of (N, H, W) scores at (N, T) cuts -> the largest component's
@@ -317,10 +336,10 @@ def component_extents(scores: Tensor, cuts: Tensor, protocol: str, backend: str 
     component (and wsoleval hole) as rows (M, 7): map, threshold, kind (`COMPONENT`, `HOLE`),
     min_row, min_col, max_row, max_col. On the scores' device.
 
-    `backend`: "propagate" (torch, any device), "union_find" (numba, CPU), or "auto" (the first on
-    CUDA, the second otherwise).
+    `backend`: "propagate" (torch, any device), "union_find" or "host" (the numba trees on the
+    host; given scores, there is no device work left for "host" to overlap: see
+    `satlib.evaluation.extents`), or "auto" (`resolve_backend`).
     """
-    if check_backend(backend) == "auto":
-        backend = "propagate" if scores.is_cuda else "union_find"
+    backend = resolve_backend(backend, scores.device)
     run = _propagated_extents if backend == "propagate" else _union_find_extents
     return run(scores, cuts, check_protocol(protocol), want_all)

@@ -42,11 +42,11 @@ from satlib.evaluation.checks import (
     check_thresholds,
     image_hw,
 )
-from satlib.evaluation.components import component_extents
+from satlib.evaluation.extents import extents_from_maps
 from satlib.evaluation.iou import box_iou, max_iou, pad_gt_boxes
 from satlib.evaluation.masks import PixelAPMeter, check_masks
 from satlib.evaluation.normalize import normalize_maps
-from satlib.evaluation.thresholds import default_thresholds, map_levels
+from satlib.evaluation.thresholds import default_thresholds
 
 LOC_IOU = 50  # GT-known and Top-k Loc use IoU >= 0.5 in both protocols
 
@@ -60,7 +60,8 @@ class LocalizationEvaluator:
         iou_thresholds: IoU levels in percent for ``iou<k>`` and MaxBoxAccV2.
         image_size: side (or (H, W)) the maps are resized to; GT boxes are in these pixels.
         protocol: "sat" or "wsoleval".
-        backend: connected components: "auto", "propagate" (torch) or "union_find" (numba, CPU).
+        backend: connected components: "auto", "propagate" (torch), "union_find" (numba) or "host"
+            (levels on the device, numba on the host cores, overlapped); see `satlib.evaluation.extents`.
     """
 
     def __init__(self, thresholds: Sequence[float] | None = None, iou_thresholds: Sequence[int] = (30, 50, 70),
@@ -126,10 +127,10 @@ class LocalizationEvaluator:
         self._check_batch(B, logits, labels, gt_masks)
         masks = check_masks(gt_masks, (B, *self.image_size)) if gt_masks is not None else None
 
-        scores, cuts = map_levels(maps, self.image_size, self.thresholds, self.protocol)
         gt, _ = pad_gt_boxes(boxes, maps.device)
         wsoleval = self.protocol == "wsoleval"
-        extents, rows = component_extents(scores, cuts, self.protocol, backend=self.backend, want_all=wsoleval)
+        extents, rows = extents_from_maps(maps, self.image_size, self.thresholds, self.protocol, backend=self.backend,
+                                          want_all=wsoleval)
         iou = max_iou(extents_to_boxes(extents, self.protocol, self.image_size), gt)  # (B, T)
         levels = torch.tensor(self._levels, dtype=torch.float64, device=iou.device)[:, None, None] / 100
         self.largest_hits += (iou >= levels).sum(1).cpu()

@@ -77,6 +77,13 @@ def _cubic_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
     return index, np.stack([w0, w1, w2, w3], axis=1).astype(f32)
 
 
+@lru_cache(maxsize=64)
+def _cubic_taps_on(n_in: int, n_out: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """`_cubic_taps` as tensors on `device`, made once (a copy from pageable memory would sync CUDA)."""
+    index, weight = _cubic_taps(n_in, n_out)
+    return torch.from_numpy(index).to(device), torch.from_numpy(weight).to(device)
+
+
 def resize_bicubic(maps: Tensor, size: tuple[int, int], chunk: int = 16) -> Tensor:
     """cv2.resize(INTER_CUBIC) of float32 maps without IPP, bit for bit, (N, h, w) -> (N, H, W).
 
@@ -86,8 +93,8 @@ def resize_bicubic(maps: Tensor, size: tuple[int, int], chunk: int = 16) -> Tens
     Works `chunk` maps at a time so the temporaries stay in cache.
     """
     H, W = size
-    col_index, col_weight = (torch.from_numpy(a).to(maps.device) for a in _cubic_taps(maps.shape[-1], W))
-    row_index, row_weight = (torch.from_numpy(a).to(maps.device) for a in _cubic_taps(maps.shape[-2], H))
+    col_index, col_weight = _cubic_taps_on(maps.shape[-1], W, maps.device)
+    row_index, row_weight = _cubic_taps_on(maps.shape[-2], H, maps.device)
     row_weight = row_weight[:, :, None]
     vector = W - W % 4  # columns the SIMD loop covers
     out = torch.empty(maps.shape[0], H, W, dtype=torch.float32, device=maps.device)
@@ -110,9 +117,12 @@ def resize_bicubic(maps: Tensor, size: tuple[int, int], chunk: int = 16) -> Tens
 
 def normalize_maps(maps: Tensor, image_size: int | Sequence[int], protocol: str = "sat") -> Tensor:
     """Min-max normalise and resize as the protocol does, (N, h, w) -> (N, H, W) float32 in [0, 1]."""
-    maps = check_maps(maps)
-    size = image_hw(image_size)
-    if check_protocol(protocol) == "sat":
+    return normalized_maps(check_maps(maps), image_hw(image_size), check_protocol(protocol))
+
+
+def normalized_maps(maps: Tensor, size: tuple[int, int], protocol: str) -> Tensor:
+    """`normalize_maps` of checked float32 maps, (N, h, w) -> (N, H, W): no host sync on CUDA."""
+    if protocol == "sat":
         low = maps.amin((1, 2), keepdim=True)
         high = maps.amax((1, 2), keepdim=True)
         return resize_bilinear((maps - low) / (high - low + 1e-5), size)

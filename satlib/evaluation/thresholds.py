@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from satlib.evaluation.checks import check_maps, check_protocol, check_thresholds, image_hw
-from satlib.evaluation.normalize import _cubic_taps, normalize_maps
+from satlib.evaluation.normalize import _cubic_taps, normalized_maps
 
 SAT_THRESHOLDS = (0.3, 0.35, 0.4, 0.45)  # official train.py sweep (evaluator.py then uses the best one)
 WSOLEVAL_THRESHOLDS = tuple(float(t) for t in np.arange(0, 1, 0.01))  # cam_curve_interval=0.01
@@ -32,11 +32,15 @@ def threshold_levels(normalized: Tensor, thresholds: Sequence[float], protocol: 
     maps' device.
     """
     t = check_thresholds(thresholds).to(normalized.device)
-    N = normalized.shape[0]
-    if check_protocol(protocol) == "sat":
-        return normalized, t.float().expand(N, -1)
+    return _scores_and_cuts(normalized, t, check_protocol(protocol))
+
+
+def _scores_and_cuts(normalized: Tensor, thresholds: Tensor, protocol: str) -> tuple[Tensor, Tensor]:
+    """`threshold_levels` with the float64 thresholds (T,) already on the maps' device."""
+    if protocol == "sat":
+        return normalized, thresholds.float().expand(normalized.shape[0], -1)
     quantized = (normalized * 255).to(torch.uint8)
-    return quantized, _level_cuts(quantized, t)
+    return quantized, _level_cuts(quantized, thresholds)
 
 
 def _level_cuts(levels: Tensor, thresholds: Tensor) -> Tensor:
@@ -52,12 +56,20 @@ def map_levels(maps: Tensor, image_size: int | Sequence[int], thresholds: Sequen
     wsoleval maps on the CPU take one numba kernel (resize, normalise and quantise fused, the same
     bits; maps split over `threads` threads, default torch's); everything else the torch ops.
     """
-    if check_protocol(protocol) == "sat" or maps.device.type != "cpu":
-        return threshold_levels(normalize_maps(maps, image_size, protocol), thresholds, protocol)
+    maps = check_maps(maps)
+    t = check_thresholds(thresholds).to(maps.device)
+    return checked_map_levels(maps, image_hw(image_size), t, check_protocol(protocol), threads=threads)
+
+
+def checked_map_levels(maps: Tensor, size: tuple[int, int], thresholds: Tensor, protocol: str,
+                       threads: int | None = None) -> tuple[Tensor, Tensor]:
+    """`map_levels` of checked float32 maps with float64 thresholds (T,) on their device: no host sync on CUDA."""
+    if protocol == "sat" or maps.device.type != "cpu":
+        return _scores_and_cuts(normalized_maps(maps, size, protocol), thresholds, protocol)
     from satlib.evaluation._levels import wsoleval_levels  # numba compiles on first use
 
-    raw = check_maps(maps).contiguous().numpy()
-    H, W = image_hw(image_size)
+    raw = maps.contiguous().numpy()
+    H, W = size
     (col_index, col_weight), (row_index, row_weight) = _cubic_taps(raw.shape[2], W), _cubic_taps(raw.shape[1], H)
     levels = np.empty((raw.shape[0], H, W), dtype=np.uint8)
 
@@ -74,4 +86,4 @@ def map_levels(maps: Tensor, image_size: int | Sequence[int], thresholds: Sequen
         with ThreadPoolExecutor(threads) as pool:  # the kernel releases the GIL
             list(pool.map(run, bounds[:-1], bounds[1:]))
     levels = torch.from_numpy(levels)
-    return levels, _level_cuts(levels, check_thresholds(thresholds))
+    return levels, _level_cuts(levels, thresholds)

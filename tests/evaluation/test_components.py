@@ -173,13 +173,14 @@ def test_filled_levels_are_the_step_each_pixel_first_reaches_the_border(shape):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["auto", "propagate"])
 @pytest.mark.parametrize("protocol", ["sat", "wsoleval"])
-def test_cuda_components_match_cpu_tree(protocol):
+def test_cuda_components_match_cpu_tree(protocol, backend):
     """Same scores in, same boxes out (the resize runs on each device; bicubic may differ by an ulp)."""
     maps = smooth_maps(30, seed=8, size=(14, 14))
     scores, cuts = threshold_levels(normalize_maps(maps, 224, protocol), [i / 10 for i in range(10)], protocol)
     cpu = component_extents(scores, cuts, protocol, "union_find", want_all=True)
-    cuda = component_extents(scores.cuda(), cuts.cuda(), protocol, "auto", want_all=True)
+    cuda = component_extents(scores.cuda(), cuts.cuda(), protocol, backend, want_all=True)
     assert torch.equal(cuda[0].cpu(), cpu[0])
     order = [torch.tensor(sorted(rows.cpu().tolist())) for rows in (cpu[1], cuda[1])]
     assert torch.equal(order[0], order[1])

@@ -68,7 +68,7 @@ def test_bicubic_close_to_cv2_inter_cubic():
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-4
 
 
-@pytest.mark.parametrize("backend", ["union_find", "propagate"])
+@pytest.mark.parametrize("backend", ["union_find", "propagate", "host"])
 def test_wsoleval_boxes_are_cv2_contour_boxes(backend):
     maps = smooth_maps(60, seed=11, size=(8, 8))
     thresholds = [0.0, 0.1, 0.3, 0.5, 0.7, 0.9]

@@ -75,7 +75,7 @@ def test_sat_best_threshold_uses_top1_loc():
     assert "top1_loc" not in without.compute()
 
 
-@pytest.mark.parametrize("backend", ["union_find", "propagate"])
+@pytest.mark.parametrize("backend", ["union_find", "propagate", "host"])
 def test_sat_matches_official_loop(backend):
     maps = smooth_maps(60, seed=21, size=(8, 8))
     gt = random_gt_boxes(60, seed=22, size=32)
@@ -90,7 +90,7 @@ def test_sat_matches_official_loop(backend):
     assert evaluator.compute() == expected
 
 
-@pytest.mark.parametrize("backend", ["union_find", "propagate"])
+@pytest.mark.parametrize("backend", ["union_find", "propagate", "host"])
 def test_wsoleval_matches_official_loop(backend):
     maps = smooth_maps(40, seed=31, size=(8, 8))
     gt = random_gt_boxes(40, seed=32, size=24)
