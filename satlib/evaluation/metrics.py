@@ -188,12 +188,12 @@ class LocalizationEvaluator:
         summed = flat.to(device)
         dist.all_reduce(summed)
         pieces = [piece.clone() for piece in torch.split(summed.cpu(), [p.numel() for p in parts])]
-        count, top1, top5, with_logits, with_masks = (int(v) for v in pieces[0])
-        ranks = dist.get_world_size()
+        count, top1, top5, ranks, with_logits, with_masks = (int(v) for v in pieces[0])  # ranks with images
         if with_logits not in (0, ranks) or with_masks not in (0, ranks):
             raise ValueError("LocalizationEvaluator.all_reduce(): ranks disagree on logits/gt_masks being given")
         self.count, self.top1_cls, self.top5_cls = count, top1, top5
-        self.with_logits, self.with_masks = with_logits == ranks, with_masks == ranks
+        if ranks:
+            self.with_logits, self.with_masks = with_logits == ranks, with_masks == ranks
         self.largest_hits = pieces[1].reshape(self.largest_hits.shape)
         self.any_hits = pieces[2].reshape(self.any_hits.shape)
         self.top1_loc, self.top5_loc = pieces[3], pieces[4]
