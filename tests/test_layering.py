@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SATLIB = ROOT / "satlib"
-DRIVERS = {"train.py", "cli.py", "demo.py"}  # the loop itself and what runs it
+DRIVERS = {"train.py", "cli.py", "demo.py", "notebook.py"}  # the loop itself and what runs it (the book's runs too)
 BOOK_MAY_IMPORT_FROM_TRAIN = {"train", "learning_rate", "constraint_ramp"}
 
 

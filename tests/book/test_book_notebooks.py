@@ -6,6 +6,7 @@ import base64
 import importlib.util
 import re
 import struct
+import sys
 
 import nbformat
 import pytest
@@ -19,6 +20,11 @@ PLACEHOLDER = "This chapter is being written"
 MAX_FIGURE_BYTES = 200_000
 MAX_FIGURE_WIDTH = 1200  # pixels: figures are drawn at dpi 80-100
 MACHINE_PATH = re.compile(r"(?<![\w.])/(?:tmp|work|root|home)/")
+SWITCHES = ("SATLIB_DEVICE", "SATLIB_CUB_ROOT", "SATLIB_IMAGENET_ROOT", "SATLIB_FULL_RUN", "SATLIB_OFFICIAL_CHECKPOINT",
+            "SATLIB_SMOKE", "SATLIB_CACHE")
+OLD_FLAGS = re.compile(r"(?<!SATLIB_)\b(?:USE_GPU|DATA_ROOT|FULL_RUN|OFFICIAL_CHECKPOINT)\b")
+OWN_SWITCH = re.compile(r"(?:environ|getenv)\W+[^\n]*SATLIB_")
+CACHE_CHECK = re.compile(r"""\[["']config["']\]\s*==|\.get\(["']config["']\)|def finished\(""")
 
 
 def notebooks() -> list:
@@ -53,8 +59,8 @@ def test_landing_page_links_every_chapter():
     text = (ROOT / "book" / "index.md").read_text()
     for name in CHAPTERS:
         assert f"{{doc}}`{name.split('/')[-1]}`" in text, f"book/index.md does not link {name}"
-    for flag in ("USE_GPU", "DATA_ROOT", "FULL_RUN"):
-        assert flag in text
+    for switch in SWITCHES:
+        assert switch in text, f"book/index.md does not explain {switch}"
 
 
 @pytest.mark.parametrize("path", notebooks())
@@ -82,18 +88,26 @@ def test_no_volatile_metadata_or_machine_paths(path):
         for output in cell.get("outputs", []):
             text = output.get("text", "") + "".join(output.get("data", {}).get("text/plain", ""))
             match = MACHINE_PATH.search(text)
-            assert match is None, f"{path.name}: cell {index} output shows a machine path: ...{text[match.start():][:60]}"
+            assert match is None, \
+                f"{path.name}: cell {index} output shows a machine path: ...{text[match.start():][:60]}"
 
 
 @pytest.mark.parametrize("path", notebooks())
-def test_first_code_cell_holds_the_flags(path):
+def test_first_code_cell_reads_the_switches_through_the_helper(path):
+    """The SATLIB_* switches reach a chapter only through satlib.notebook.setup(), in its first cell, and
+    its runs only through settings.run (keyed by config): no pasted flags, no chapter-made cache check."""
     nb = nbformat.read(path, as_version=4)
     assert written(nb), f"{path.name} is still a placeholder"
     first = code_cells(nb)[0].source
-    for flag in ("USE_GPU = False", "DATA_ROOT = None", "FULL_RUN = False"):
-        assert re.search(rf"^{re.escape(flag)}\b", first, re.M), f"{path.name}: first code cell lacks `{flag}`"
-    assert 'torch.device("cuda" if USE_GPU else "cpu")' in first, f"{path.name}: device not derived from USE_GPU"
-    assert "seed" in first, f"{path.name}: the first code cell does not seed"
+    assert "from satlib.notebook import setup" in first, f"{path.name}: first code cell does not import setup"
+    assert re.search(r"^settings = setup\(\)", first, re.M), f"{path.name}: first code cell does not call setup()"
+    for index, cell in enumerate(nb.cells):
+        stale = OLD_FLAGS.search(cell.source)
+        assert stale is None, f"{path.name}: cell {index} still names the old flag {stale.group(0)}"
+        if cell.cell_type == "code":
+            assert not OWN_SWITCH.search(cell.source), f"{path.name}: cell {index} reads a SATLIB_* switch itself"
+            assert not CACHE_CHECK.search(cell.source), \
+                f"{path.name}: cell {index} checks a cached run itself (use settings.run(config))"
 
 
 def _png_width(data: bytes) -> int:
@@ -158,3 +172,17 @@ def test_run_notebooks_lists_the_toc_and_strips_volatile_metadata():
     assert "execution" not in stripped.cells[0].metadata
     assert "transient" not in stripped.cells[0].outputs[0].metadata
     nbformat.validate(stripped)
+
+
+def test_the_rehearsal_checks_the_real_data_branch_of_every_chapter(monkeypatch):
+    """book/rehearse.py runs every toc chapter and knows what each prints on its real-data branch."""
+    monkeypatch.syspath_prepend(str(ROOT / "book"))
+    spec = importlib.util.spec_from_file_location("rehearse", ROOT / "book" / "rehearse.py")
+    rehearse = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "rehearse", rehearse)  # its dataclasses look their module up
+    spec.loader.exec_module(rehearse)
+    chapters = [name.split("/")[-1] for name in CHAPTERS]
+    assert {key.split("+")[0] for key in rehearse.BRANCH_MARKS} == set(chapters)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(1)")])
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", text="model: sat_tiny_convstem\n")]
+    assert "model: sat_tiny_convstem" in rehearse.output_text(nb)

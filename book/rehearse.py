@@ -1,0 +1,234 @@
+"""The rehearsal (`make rehearsal`, run by `make test`): every real-data branch of the book and the command
+line's paper recipes, executed on a CPU in minutes.
+
+    python book/rehearse.py                      everything, in a temporary scratch folder
+    python book/rehearse.py --scratch DIR --keep keep the stand-ins, runs and executed chapters in DIR
+    python book/rehearse.py --chapters 06_cub    only these chapters (--no-cli: no CLI, --no-book: no chapter)
+
+Nobody's GPU or dataset is needed: the stand-ins (`satlib data synth --layout cub|imagenet|openimages`)
+hold synthetic photos in the real datasets' own layouts, and `SATLIB_SMOKE=1` keeps every model, recipe,
+reader and code path while capping the work (satlib.runtime.work_limits). In order:
+
+1. the three stand-ins and a checkpoint in the official SAT release's format (DeiT-S, DataParallel keys,
+   the Gaussian kernel) are written into the scratch folder;
+2. every chapter runs with SATLIB_SMOKE=1, SATLIB_FULL_RUN=1 and SATLIB_CUB_ROOT / SATLIB_IMAGENET_ROOT
+   on the stand-ins, chapter 6 a second time with SATLIB_OFFICIAL_CHECKPOINT; the executed notebooks are
+   written to the scratch folder (the committed ones keep their CPU-default outputs), and each must show
+   the marks of its real-data branch (`BRANCH_MARKS`), so a branch that was silently skipped fails;
+3. the CLI: train + evaluate with configs/cub.yaml and configs/imagenet.yaml, evaluate --official,
+   evaluate on the OpenImages stand-in (PxAP), visualize and predict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+from run_notebooks import ROOT, execute, toc_notebooks
+
+STANDINS = {"cub": ["--per-class", "80"],  # 64 test photos: the chapters' figures pick among the first 64
+            "imagenet": ["--per-class", "30"],  # 24 training photos a class: the 20-per-class subset is real
+            "openimages": []}
+
+# What each chapter prints on its real-data branch (regular expressions over its outputs' text).
+NOTES = r"where this run differs from the official cub code"  # settings.recipe_notes on a CUB recipe
+BRANCH_MARKS = {
+    "00_wsol": [r"model: sat_deit_small_patch16_224", NOTES, r"ESTIMATE from FLOPs"],
+    "01_token_injection": [r"class: 001\."],  # a CUB class folder name, not a synthetic shape
+    "02_attention_querying": [r"sat_deit_small_patch16_224: GT-known"],
+    "03_constraints": [r"sat_deit_small_patch16_224: \{'both constraints'"],
+    "04_training": [r"model sat_deit_small_patch16_224, 224 px", NOTES],
+    "05_measuring": [r"sat_deit_small_patch16_224 trained for"],
+    "06_cub": [r"CUB-200-2011; DeiT-S, pretrained; epoch \d+ \(best\.pt\)", NOTES],
+    "06_cub+official": [r"CUB-200-2011; DeiT-S, the authors' weights; official checkpoint"],
+    "07_imagenet": [r"where this run differs from the official imagenet code", r"--- per_class=all",
+                    r"train\.grad_accum = 4"],
+    "08_your_work": [NOTES],
+}
+
+
+@dataclass
+class Step:
+    name: str
+    seconds: float
+    detail: str = ""
+
+
+@dataclass
+class Report:
+    steps: list[Step] = field(default_factory=list)
+
+    def timed(self, name: str, action, detail: str = ""):
+        print(f"rehearsal: {name} ...", flush=True)
+        started = time.perf_counter()
+        result = action()
+        self.steps.append(Step(name, time.perf_counter() - started, detail))
+        print(f"rehearsal: {name} done in {self.steps[-1].seconds:.0f} s", flush=True)
+        return result
+
+    def summary(self) -> str:
+        lines = [f"{step.seconds:6.0f} s  {step.name}" + (f"  ({step.detail})" if step.detail else "")
+                 for step in self.steps]
+        total = sum(step.seconds for step in self.steps)
+        return "\n".join(["rehearsal passed:", *lines, f"{total:6.0f} s  in all"])
+
+
+def satlib_command(*args: str | Path, env: dict[str, str]) -> str:
+    """Run `python -m satlib ARGS` from the repository root; returns its stdout, fails with its output."""
+    result = subprocess.run([sys.executable, "-m", "satlib", *map(str, args)], cwd=ROOT, env=env,
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"satlib {' '.join(map(str, args))} exited {result.returncode}:\n"
+                           f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result.stdout
+
+
+def write_official_checkpoint(path: Path, num_classes: int = 200) -> Path:
+    """A random DeiT-S SAT saved as the official train.py saves one: {"model": DataParallel keys + kernel}."""
+    import torch
+
+    import satlib
+    from satlib.losses import gaussian_kernel
+
+    torch.manual_seed(0)
+    model = satlib.create_model("sat_deit_small_patch16_224", num_classes=num_classes)
+    state = {f"module.{key}": value for key, value in model.state_dict().items()}
+    state["module.weight"] = gaussian_kernel()[None, None]
+    torch.save({"model": state, "best_thr": 0.35, "epoch": 30}, path)
+    return path
+
+
+def output_text(nb: nbformat.NotebookNode) -> str:
+    """Everything a notebook's code cells printed or displayed as text."""
+    parts = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            parts.append(output.get("text", "") if output.get("output_type") == "stream" else "")
+            parts.append("".join(output.get("data", {}).get("text/plain", "")))
+    return "\n".join(parts)
+
+
+def check_marks(executed: Path, key: str) -> None:
+    """Fail unless the executed notebook shows every mark of its real-data branch."""
+    text = output_text(nbformat.read(executed, as_version=4))
+    missing = [mark for mark in BRANCH_MARKS[key] if not re.search(mark, text)]
+    if missing:
+        raise RuntimeError(f"{executed}: the real-data branch did not run (missing {missing})")
+
+
+def rehearse_book(scratch: Path, env: dict[str, str], chapters: list[Path], report: Report) -> None:
+    """Every chapter on the stand-ins; chapter 6 again with the official checkpoint."""
+    passes = [("real data", "", {}),  # SATLIB_FULL_RUN=1: the paper's recipes
+              ("official checkpoint", "+official",  # and the short CUB recipe, which it builds but need not train
+               {"SATLIB_OFFICIAL_CHECKPOINT": str(scratch / "official" / "SAT_CUB.pth.tar"), "SATLIB_FULL_RUN": "0"})]
+    saved = dict(os.environ)
+    try:
+        for name, suffix, extra in passes:
+            os.environ.clear()
+            os.environ.update({**env, **extra})  # the kernels inherit this environment
+            for path in chapters:
+                key = path.stem + suffix
+                if key not in BRANCH_MARKS:
+                    continue
+                out = scratch / "notebooks" / (name.replace(" ", "-"))
+                report.timed(f"{path.stem} ({name})", lambda p=path, o=out: execute(p, out=o),
+                             detail=", ".join(BRANCH_MARKS[key]).replace("\\", ""))
+                check_marks(out / path.name, key)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def rehearse_cli(scratch: Path, env: dict[str, str], report: Report) -> None:
+    """The paper recipes and the official checkpoint through `satlib`, as a user runs them."""
+    cli = scratch / "cli"
+    for recipe, data in (("cub", "cub"), ("imagenet", "imagenet")):
+        report.timed(f"satlib train --config configs/{recipe}.yaml", lambda r=recipe, d=data: satlib_command(
+            "train", "--config", f"configs/{r}.yaml", "--data-root", scratch / d, "--out", cli / r, "--quiet",
+            env=env))
+        metrics = cli / f"{recipe}-metrics.json"
+        report.timed(f"satlib evaluate ({recipe})", lambda r=recipe, d=data, m=metrics: satlib_command(
+            "evaluate", "--checkpoint", cli / r / "checkpoint.pt", "--data-root", scratch / d, "--json", m,
+            env=env))
+        _require_keys(metrics, ("gt_known", "top1_loc", "top1_cls"))
+    official = cli / "official-metrics.json"
+    report.timed("satlib evaluate --official", lambda: satlib_command(
+        "evaluate", "--official", "--checkpoint", scratch / "official" / "SAT_CUB.pth.tar",
+        "--data-root", scratch / "cub", "--json", official, env=env))
+    _require_keys(official, ("gt_known", "top1_loc", "top5_loc"))
+    openimages = cli / "openimages-metrics.json"  # masks and PxAP; the ImageNet run classifies without ten crops
+    report.timed("satlib evaluate --dataset openimages", lambda: satlib_command(
+        "evaluate", "--checkpoint", cli / "imagenet" / "checkpoint.pt", "--data-root", scratch / "openimages",
+        "--dataset", "openimages", "--protocol", "wsoleval", "--json", openimages, env=env))
+    _require_keys(openimages, ("pxap",))
+    report.timed("satlib visualize", lambda: satlib_command(
+        "visualize", "--checkpoint", cli / "cub" / "checkpoint.pt", "--data-root", scratch / "cub",
+        "--out", cli / "grid.png", "--num", "4", "--cam", env=env))
+    one_class = sorted(p for p in (scratch / "openimages" / "train").iterdir() if p.is_dir())[0]  # 8 photos of any size
+    report.timed("satlib predict", lambda: satlib_command(
+        "predict", "--checkpoint", cli / "cub" / "checkpoint.pt", one_class, "--out", cli / "predictions",
+        env=env))
+    predictions = json.loads((cli / "predictions" / "predictions.json").read_text())
+    if len(predictions["predictions"]) != len(list(one_class.iterdir())):
+        raise RuntimeError(f"satlib predict localized {len(predictions['predictions'])} of the "
+                           f"{len(list(one_class.iterdir()))} images in {one_class}")
+
+
+def _require_keys(path: Path, keys: tuple[str, ...]) -> None:
+    metrics = json.loads(path.read_text())
+    missing = [key for key in keys if key not in metrics]
+    if missing:
+        raise RuntimeError(f"{path}: no {missing} among the metrics (keys: {sorted(metrics)})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scratch", type=Path, help="work folder (default: a temporary one, removed after)")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    parser.add_argument("--chapters", nargs="*", help="chapter names (e.g. 06_cub); default: every chapter")
+    parser.add_argument("--no-cli", action="store_true", help="skip the command-line part")
+    parser.add_argument("--no-book", action="store_true", help="skip the chapters")
+    args = parser.parse_args(argv)
+    chapters = [p for p in toc_notebooks() if not args.chapters or p.stem in args.chapters]
+    if args.chapters and len(chapters) != len(args.chapters):
+        parser.error(f"unknown chapter among {args.chapters} (chapters: {[p.stem for p in toc_notebooks()]})")
+    scratch = (args.scratch or Path(tempfile.mkdtemp(prefix="satlib-rehearsal-"))).resolve()
+    scratch.mkdir(parents=True, exist_ok=True)
+    report = Report()
+    started = time.perf_counter()
+    try:
+        env = {**os.environ, "SATLIB_SMOKE": "1", "SATLIB_FULL_RUN": "1", "SATLIB_CACHE": str(scratch / "cache"),
+               "SATLIB_CUB_ROOT": str(scratch / "cub"), "SATLIB_IMAGENET_ROOT": str(scratch / "imagenet")}
+        env.pop("SATLIB_OFFICIAL_CHECKPOINT", None)
+        env.pop("SATLIB_DEVICE", None)
+        for layout, options in STANDINS.items():
+            if not (scratch / layout / "standin.json").is_file():
+                report.timed(f"satlib data synth --layout {layout}", lambda lay=layout, opt=options: satlib_command(
+                    "data", "synth", "--layout", lay, "--out", scratch / lay, *opt, env=env))
+        (scratch / "official").mkdir(exist_ok=True)
+        report.timed("official-format checkpoint",
+                     lambda: write_official_checkpoint(scratch / "official" / "SAT_CUB.pth.tar"))
+        if not args.no_book:
+            rehearse_book(scratch, env, chapters, report)
+        if not args.no_cli:
+            rehearse_cli(scratch, env, report)
+    finally:
+        if not (args.keep or args.scratch):
+            shutil.rmtree(scratch, ignore_errors=True)
+    print(report.summary())
+    print(f"(wall clock {time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
