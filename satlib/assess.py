@@ -89,8 +89,8 @@ def visualize_checkpoint(checkpoint: str | Path, *, data_root: str | Path, out: 
         labels = batch["labels"].to(device_)
         cams = output.class_maps.float()[torch.arange(len(labels), device=device_), labels]
         blocks.append(("CAM", cams, metrics.get("cam_best_threshold", threshold), metrics.get("cam_gt_known")))
-    figure = _localization_figure(denormalize(batch["images"]), batch["boxes"], blocks, predicted, config,
-                                  cols=cols, named=cam)
+    figure = _localization_figure(denormalize(batch["images"], *test_set.normalization), batch["boxes"], blocks,
+                                  predicted, config, cols=cols, named=cam)
     return _save_png(figure, Path(out))
 
 

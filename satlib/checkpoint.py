@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from satlib.config import Config, config_from_dict
+from satlib.data.from_config import normalization
 from satlib.files import atomic_write, read_weights_only
 from satlib.runtime import SMOKE_ENV, work_limits
 
@@ -101,6 +102,7 @@ def model_from_checkpoint(path: str | Path, *, official: bool = False, device: s
     _load_state_strict(model, state, path)
     # what satlib.localize reads: the map threshold chosen at evaluation, and the box protocol
     model.best_threshold, model.eval_protocol = payload.get("best_threshold"), config.eval.protocol
+    model.input_normalization = normalization(config)  # what its training images were normalised with
     return model.to(device).eval(), config, payload
 
 

@@ -49,6 +49,8 @@ class DataConfig:
     hflip: bool = True  # random horizontal flips when training (official: on)
     gpu_decode: bool = False  # decode each batch's JPEGs in one nvJPEG call on the training GPU
     synth: dict = field(default_factory=dict)  # make_synthetic_dataset kwargs when dataset=synthetic
+    mean: list = field(default_factory=list)  # per-channel normalisation; empty = the model's backbone's own
+    std: list = field(default_factory=list)  # (ImageNet's for DeiT/DINOv2/conv stem, OpenAI's for CLIP, ...)
 
 
 @dataclass

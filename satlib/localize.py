@@ -8,7 +8,8 @@
 The map is the model's `loc_map`: the loc token's map for SAT, the predicted class's map for the CAM
 and TS-CAM baselines. Images of another size than the model's input are resized to it whole (no crop,
 antialiased) and the maps and boxes come back at the images' size. uint8 images are normalized as
-satlib's data pipeline normalizes (ImageNet mean and std). The box follows the protocol's rule
+the model's training images were (`input_normalization`: the backbone's mean and std, ImageNet's for
+DeiT and the conv stem, OpenAI's for CLIP). The box follows the protocol's rule
 (`satlib.evaluation.boxes`; SAT's: min-max normalise, bilinear resize, largest 8-connected region above
 the threshold); the threshold is the model's `best_threshold` (a model rebuilt from a satlib checkpoint
 carries the one chosen at evaluation), else `default_threshold(protocol)`.
@@ -41,18 +42,34 @@ def default_threshold(protocol: str) -> float:
     return float(sweep[len(sweep) // 2])
 
 
-def model_input(images: Tensor, img_size: tuple[int, int]) -> Tensor:
-    """Images as the model takes them, (B, 3, H, W) uint8 or float -> (B, 3, *img_size) float, normalized."""
+def input_normalization(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) the model's images are normalised with: the run's (`model.input_normalization`, set for a
+    model rebuilt from a checkpoint), else its backbone's pretrained cfg, else ImageNet's."""
+    from satlib.data import IMAGENET_MEAN, IMAGENET_STD
+
+    given = getattr(model, "input_normalization", None)
+    if given is not None:
+        return given
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
+
+
+def model_input(images: Tensor, img_size: tuple[int, int],
+                normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> Tensor:
+    """Images as the model takes them, (B, 3, H, W) uint8 or float -> (B, 3, *img_size) float, normalized
+    (uint8 images only; float images are taken as already normalised) with `normalization` (default ImageNet's)."""
     from torchvision.transforms.v2 import functional as TF
 
     from satlib.data import IMAGENET_MEAN, IMAGENET_STD
+
+    mean, std = normalization or (IMAGENET_MEAN, IMAGENET_STD)
 
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
     if tuple(images.shape[-2:]) != tuple(img_size):
         images = TF.resize(images, list(img_size), antialias=True)
     if images.dtype == torch.uint8:
-        images = TF.normalize(TF.to_dtype(images, torch.float32, scale=True), IMAGENET_MEAN, IMAGENET_STD)
+        images = TF.normalize(TF.to_dtype(images, torch.float32, scale=True), list(mean), list(std))
     return images
 
 
@@ -75,7 +92,7 @@ def localize(model: nn.Module, images: Tensor, threshold: float | None = None, *
     was_training = model.training
     model.eval()
     try:
-        out = model(model_input(images.to(device), model.img_size))
+        out = model(model_input(images.to(device), model.img_size, input_normalization(model)))
     finally:
         model.train(was_training)
     loc_map = out.loc_map.float()

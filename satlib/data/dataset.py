@@ -29,8 +29,15 @@ from satlib.data import cub, imagenet, metadata
 from satlib.data.io import decode_mask, decode_rgb, image_size, read_bytes
 from satlib.data.records import DataError, Problems, Record, boxes_outside, log
 from satlib.data.subsets import few_shot_indices
-from satlib.data.transforms import (check_protocol, resized_transform, test_boxes, test_transform,
-                                    train_transform)
+from satlib.data.transforms import (
+    IMAGENET,
+    Normalization,
+    check_protocol,
+    resized_transform,
+    test_boxes,
+    test_transform,
+    train_transform,
+)
 
 DATASETS = ("cub", "imagenet", "openimages", "synthetic")
 NUM_CLASSES = {"cub": 200, "imagenet": 1000, "openimages": 100}
@@ -42,7 +49,8 @@ class WSOLDataset(Dataset):
     def __init__(self, records: list[Record], *, num_classes: int, train: bool, img_size: int = 224,
                  resize_size: int = 256, protocol: str = "sat", with_masks: bool = False,
                  tencrop: bool = False, mask_threshold: int = 127, class_names: Sequence[str] = (),
-                 problems: Problems | None = None, name: str = "", hflip: bool = True):
+                 problems: Problems | None = None, name: str = "", hflip: bool = True,
+                 normalization: Normalization = IMAGENET):
         check_protocol(protocol)
         if img_size > resize_size and (train or protocol == "sat"):
             raise ValueError(f"img_size {img_size} is larger than resize_size {resize_size}")
@@ -53,9 +61,10 @@ class WSOLDataset(Dataset):
         self.img_size, self.resize_size = img_size, resize_size
         self.with_masks, self.tencrop, self.mask_threshold = with_masks, tencrop, mask_threshold
         self.problems = problems if problems is not None else Problems()
-        self.transform = train_transform(img_size, resize_size, hflip) if train else \
-            test_transform(img_size, resize_size, protocol)
-        self.resized = resized_transform(resize_size) if tencrop else None
+        self.normalization = normalization  # (mean, std): what `denormalize` needs to show an item
+        self.transform = train_transform(img_size, resize_size, hflip, normalization=normalization) if train \
+            else test_transform(img_size, resize_size, protocol, normalization=normalization)
+        self.resized = resized_transform(resize_size, normalization=normalization) if tencrop else None
         self.deferred_decode = False  # set by a device loader: items carry encoded bytes
 
     # -- bookkeeping -------------------------------------------------------------------------
@@ -198,7 +207,8 @@ def build_dataset(name: str, root: str | Path, split: str, *, img_size: int | No
                   resize_size: int | None = None, protocol: str = "sat", per_class: int | None = None,
                   seed: int = 0, skip_bad: bool = False, with_masks: bool = False, tencrop: bool = False,
                   train: bool | None = None, source: str = "auto",
-                  metadata_root: str | Path | None = None, hflip: bool = True) -> WSOLDataset:
+                  metadata_root: str | Path | None = None, hflip: bool = True,
+                  normalization: Normalization = IMAGENET) -> WSOLDataset:
     """Build a dataset by name ("cub", "imagenet", "openimages", "synthetic") and split.
 
     Args:
@@ -217,6 +227,7 @@ def build_dataset(name: str, root: str | Path, split: str, *, img_size: int | No
         source: "auto", "official" (CUB layout) or "metadata" (wsolevaluation files).
         metadata_root: folder holding <split>/image_ids.txt ...; None -> root/metadata.
         hflip: random horizontal flips in the train transform (official: on).
+        normalization: (mean, std) of the images the model expects (ImageNet's; CLIP backbones differ).
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")
@@ -237,7 +248,8 @@ def build_dataset(name: str, root: str | Path, split: str, *, img_size: int | No
     dataset = WSOLDataset(records, num_classes=num_classes, train=split == "train" if train is None else train,
                           img_size=img_size, resize_size=resize_size, protocol=protocol,
                           with_masks=with_masks, tencrop=tencrop, mask_threshold=mask_threshold,
-                          class_names=classes, problems=problems, name=name, hflip=hflip)
+                          class_names=classes, problems=problems, name=name, hflip=hflip,
+                          normalization=normalization)
     if skip_bad:  # before the few-shot draw, so a subset still has per_class good images
         dataset.check_images()
     if per_class is not None:

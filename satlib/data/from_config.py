@@ -13,12 +13,24 @@ import torch
 import torch.distributed as dist
 
 from satlib.config import Config
+from satlib.data.normalization import model_normalization
+from satlib.data.transforms import Normalization
 from satlib.runtime import Dist, work_limits
 
 
 def dataset_layout(config: Config) -> str:
     """The layout `build_dataset` reads for `data.dataset`: a generated synthetic set is `cub`."""
     return "cub" if config.data.dataset == "synthetic" else config.data.dataset
+
+
+def normalization(config: Config) -> Normalization:
+    """(mean, std) of the model's input: `data.mean`/`data.std` if set, else the backbone's own (from timm)."""
+    data = config.data
+    if bool(data.mean) != bool(data.std) or (data.mean and (len(data.mean) != 3 or len(data.std) != 3)):
+        raise ValueError(f"data.mean={data.mean} and data.std={data.std}: give both, three values each, or neither")
+    if data.mean:
+        return tuple(data.mean), tuple(data.std)
+    return model_normalization(config.model.name)
 
 
 def resolve_data_root(config: Config) -> Path:
@@ -56,7 +68,7 @@ def build_datasets(config: Config, root: str | Path | None = None, *, train: boo
     data = config.data
     root = resolve_data_root(config) if root is None else Path(root)
     common = dict(img_size=data.img_size, resize_size=data.resize_size, protocol=data.protocol,
-                  skip_bad=data.skip_bad)
+                  skip_bad=data.skip_bad, normalization=normalization(config))
     layout = dataset_layout(config)
     train_set = test_set = None
     if train:

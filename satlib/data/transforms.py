@@ -73,30 +73,38 @@ def resize_boxes_wsoleval(boxes_xyxy, image_wh: tuple[float, float], crop_size: 
     return (boxes * crop_size / size).trunc().to(torch.float32)
 
 
-def _to_float_normalized() -> list[v2.Transform]:
-    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+Normalization = tuple[Sequence[float], Sequence[float]]  # (mean, std) per RGB channel
+IMAGENET = (IMAGENET_MEAN, IMAGENET_STD)
 
 
-def train_transform(img_size: int, resize_size: int, hflip: bool = True) -> v2.Compose:
+def _to_float_normalized(normalization: Normalization) -> list[v2.Transform]:
+    mean, std = normalization
+    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+
+
+def train_transform(img_size: int, resize_size: int, hflip: bool = True, *,
+                    normalization: Normalization = IMAGENET) -> v2.Compose:
     """Official training pipeline: Resize((R, R)) -> RandomCrop(crop) -> RandomHorizontalFlip -> normalise."""
     flip = [v2.RandomHorizontalFlip()] if hflip else []
     return v2.Compose([v2.Resize((resize_size, resize_size), antialias=True),
-                       v2.RandomCrop(img_size), *flip, *_to_float_normalized()])
+                       v2.RandomCrop(img_size), *flip, *_to_float_normalized(normalization)])
 
 
-def test_transform(img_size: int, resize_size: int, protocol: str = "sat") -> v2.Compose:
+def test_transform(img_size: int, resize_size: int, protocol: str = "sat", *,
+                   normalization: Normalization = IMAGENET) -> v2.Compose:
     """Test pipeline: "sat" Resize((R, R)) -> CenterCrop(crop); "wsoleval" Resize((crop, crop))."""
     check_protocol(protocol)
     if protocol == "sat":
         geometry = [v2.Resize((resize_size, resize_size), antialias=True), v2.CenterCrop(img_size)]
     else:
         geometry = [v2.Resize((img_size, img_size), antialias=True)]
-    return v2.Compose([*geometry, *_to_float_normalized()])
+    return v2.Compose([*geometry, *_to_float_normalized(normalization)])
 
 
-def resized_transform(resize_size: int) -> v2.Compose:
+def resized_transform(resize_size: int, *, normalization: Normalization = IMAGENET) -> v2.Compose:
     """The R x R resized, normalised image before the centre crop (the ten-crop input)."""
-    return v2.Compose([v2.Resize((resize_size, resize_size), antialias=True), *_to_float_normalized()])
+    return v2.Compose([v2.Resize((resize_size, resize_size), antialias=True),
+                       *_to_float_normalized(normalization)])
 
 
 def test_boxes(boxes_xyxy, image_wh: tuple[float, float], img_size: int, resize_size: int,
