@@ -29,8 +29,9 @@ padded raster index of the first pixel; weight: pixel count, twice the contour a
 index of the i-th.
 
 The passes take the padded grid (`Grid`) and the reused arrays (`Workspace`) as two records, and
-their options by keyword: ``window_area=True``, ``prefer_last=True``, ``largest=None`` (no
-largest-component output), ``want_holes=True``.
+their options by keyword (``window_area=True``, ``prefer_last=True``, ``want_holes=True``), always
+all of them, so that numba compiles each pass once (first use costs tens of seconds of
+compilation; later processes load it from numba's cache).
 """
 
 from typing import NamedTuple
@@ -120,7 +121,7 @@ def _tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 FG_RUNS, BG_GROUPS, AREA_GAIN, EULER_GAIN = _tables()
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _find(parent, x):
     while parent[x] != x:  # path halving
         parent[x] = parent[parent[x]]
@@ -163,7 +164,7 @@ def _grow(buffer, count):
     return bigger
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _neighbour_mask(active, p, W2):
     """Bit k set when ring neighbour k of padded pixel p is active (`active` holds 0 or 1)."""
     i64 = np.int64
@@ -206,13 +207,13 @@ def _grid(H, W):
     return Grid(rows, cols, offsets, H, W)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _new_root(node, p, r, c, weight):
     node[p, R0], node[p, C0], node[p, R1], node[p, C1] = r, c, r, c
     node[p, SIZE], node[p, FIRST], node[p, WEIGHT] = 1, p, weight
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _attach(node, root, p, r, c, weight):
     """Pixel p (row r, col c) joins the component rooted at `root`."""
     node[root, R0] = min(node[root, R0], r)
@@ -224,7 +225,7 @@ def _attach(node, root, p, r, c, weight):
     node[root, WEIGHT] += weight
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _absorb(node, root, other):
     """Fold root `other`'s extent, size, first pixel and weight into `root`."""
     node[root, R0] = min(node[root, R0], node[other, R0])
@@ -236,7 +237,7 @@ def _absorb(node, root, other):
     node[root, WEIGHT] += node[other, WEIGHT]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _drop_live(live, slot, nlive, x):
     """Swap-remove root x from the live list; returns the new length."""
     i = slot[x]
@@ -246,7 +247,7 @@ def _drop_live(live, slot, nlive, x):
     return nlive - 1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _emit(buffer, count, m, t, kind, node, x):
     buffer = _grow(buffer, count)
     buffer[count, 0], buffer[count, 1], buffer[count, 2] = m, t, kind
@@ -255,7 +256,7 @@ def _emit(buffer, count, m, t, kind, node, x):
     return buffer, count + 1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _beats(node, a, b, prefer_last):
     """Does component a rank above component b (heavier, then the tie rule on first pixels)?"""
     if node[a, WEIGHT] != node[b, WEIGHT]:
@@ -277,7 +278,7 @@ def _workspace(H, W):
                      queue=np.empty(n2, dtype=i32), lakes=np.empty(n2, dtype=i32))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _close_run(node, root, last_col, length, weight):
     """Fold the pixels that continued a row run (same row, right of a pixel already in `root`)."""
     node[root, C1] = max(node[root, C1], last_col)
@@ -286,13 +287,12 @@ def _close_run(node, root, last_col, length, weight):
 
 
 @njit(cache=True)
-def _descending(order, starts, grid, work, asc_order, m, buffer, count, emit, largest=None, window_area=False,
-                prefer_last=False):
+def _descending(order, starts, grid, work, asc_order, m, buffer, count, emit, largest, window_area, prefer_last):
     """Foreground pass (8-connected): the pixels of bucket i+1 join at the i-th smallest cut.
 
     `order`, `starts` from `_bucket_order` and ``work.earlier`` from `_earlier_mask` of the same
     keys (pixels of a bucket in raster order). Writes the largest component's extent per threshold
-    into `largest` (T, 4) (-1 if none) unless it is None, and at the sorted steps i where
+    into `largest` (T, 4) (-1 if none), and at the sorted steps i where
     ``emit[i]`` appends (map `m`, threshold, `COMPONENT`, extent) rows for every component. Size:
     pixel count, or with `window_area` twice the polygon area (2x2 windows of 3 count 1, of 4
     count 2). Ties: first pixel in raster order first, or last with `prefer_last`.
@@ -348,18 +348,17 @@ def _descending(order, starts, grid, work, asc_order, m, buffer, count, emit, la
         if run_length:
             _close_run(node, root, cols[previous], run_length, run_weight)
         t = asc_order[i]
-        if largest is not None:
-            if changed or best < 0:
-                best = -1
-                for j in range(nlive):
-                    x = live[j]
-                    if best < 0 or _beats(node, x, best, prefer_last):
-                        best = x
-            if best < 0:
-                largest[t, :] = -1
-            else:
-                largest[t, 0], largest[t, 1] = node[best, R0], node[best, C0]
-                largest[t, 2], largest[t, 3] = node[best, R1], node[best, C1]
+        if changed or best < 0:
+            best = -1
+            for j in range(nlive):
+                x = live[j]
+                if best < 0 or _beats(node, x, best, prefer_last):
+                    best = x
+        if best < 0:
+            largest[t, :] = -1
+        else:
+            largest[t, 0], largest[t, 1] = node[best, R0], node[best, C0]
+            largest[t, 2], largest[t, 3] = node[best, R1], node[best, C1]
         if emit[i]:
             for j in range(nlive):
                 buffer, count = _emit(buffer, count, m, t, COMPONENT, node, live[j])
@@ -518,13 +517,11 @@ def _below_levels(levels, sorted_cuts, H, W, key):
 
 
 @njit(cache=True)
-def _foreground(key, grid, work, asc_order, m, buffer, count, emit, counts=None, largest=None, window_area=False,
-                prefer_last=False):
-    """`_descending` on the padded keys `key`: bucket order (from `counts` when given) and
-    earlier-neighbour masks made here."""
-    H, W, T = grid.height, grid.width, asc_order.shape[0]
-    order, starts = _bucket_order(key, H, W, _key_counts(key, H, W, T) if counts is None else counts)
-    _earlier_mask(key, H, W, work.earlier)
+def _foreground(key, counts, grid, work, asc_order, m, buffer, count, emit, largest, window_area, prefer_last):
+    """`_descending` on the padded keys `key` with their `_key_counts`: bucket order and
+    earlier-neighbour masks made here. Every argument explicit, so numba compiles one version."""
+    order, starts = _bucket_order(key, grid.height, grid.width, counts)
+    _earlier_mask(key, grid.height, grid.width, work.earlier)
     return _descending(order, starts, grid, work, asc_order, m, buffer, count, emit, largest=largest,
                        window_area=window_area, prefer_last=prefer_last)
 
@@ -553,6 +550,7 @@ def map_extents(values, cuts, height, width, wsoleval, want_all, levels=False):
     work = _workspace(H, W)
     grid = _grid(H, W)
     islands = np.zeros(T, dtype=np.bool_)
+    unused = np.empty((T, 4), dtype=np.int64)  # the islands pass's largest extents (not wanted)
     for m in range(N):
         asc_order = np.argsort(cuts[m], kind="mergesort")
         sorted_cuts = cuts[m][asc_order]
@@ -562,8 +560,8 @@ def map_extents(values, cuts, height, width, wsoleval, want_all, levels=False):
             _below(values[m], sorted_cuts, H, W, work.below)
         emit = np.full(T, want_all)
         if not wsoleval:
-            buffer, count = _foreground(work.below, grid, work, asc_order, m, buffer, count, emit=emit,
-                                        largest=largest[m])
+            buffer, count = _foreground(work.below, _key_counts(work.below, H, W, T), grid, work, asc_order, m, buffer,
+                                        count, emit, largest[m], window_area=False, prefer_last=False)
             continue
         counts = np.zeros(T + 2, dtype=np.int64)
         candidates = _filled_levels(work.below, work.join, counts, work.lakes, work.queue, work.active, H, W)
@@ -571,8 +569,9 @@ def map_extents(values, cuts, height, width, wsoleval, want_all, levels=False):
             buffer, count = _holes(work.below, work.join, candidates, grid, work, asc_order, m, buffer, count,
                                    islands=islands, want_holes=want_all)
             if want_all and islands.any():  # contours inside holes: from the unfilled map at those steps
-                buffer, count = _foreground(work.below, grid, work, asc_order, m, buffer, count, emit=islands)
+                buffer, count = _foreground(work.below, _key_counts(work.below, H, W, T), grid, work, asc_order, m,
+                                            buffer, count, islands, unused, window_area=False, prefer_last=False)
                 emit &= ~islands
-        buffer, count = _foreground(work.join, grid, work, asc_order, m, buffer, count, emit=emit, counts=counts,
-                                    largest=largest[m], window_area=True, prefer_last=True)
+        buffer, count = _foreground(work.join, counts, grid, work, asc_order, m, buffer, count, emit, largest[m],
+                                    window_area=True, prefer_last=True)
     return largest, buffer[:count].copy()
