@@ -11,14 +11,16 @@ and an ImageNet-sized set (50,000 maps). Side by side in one run, for each proto
   "propagate" (label propagation on the GPU) and "host" (levels made on the GPU, the component
   trees on the host cores, overlapped chunk by chunk; `satlib.evaluation.extents`);
 
-as seconds and as ratios loop / path, in wall-clock and in CPU seconds. Every figure is the best
-of `--repeats` rounds in which the loop and the paths take turns, so that the load of a shared
-machine weighs on both sides alike; the load average is printed with them. Peak memory of each
-path for a quarter and for all of the largest set, in fresh processes (it must not grow with the
-set). Run from the repository root:
+as seconds and as ratios loop / path, in wall-clock and in CPU seconds, for each number of torch
+threads in `--threads` (the evaluator splits maps over them; the loop, like the official code,
+runs on one thread, cv2's included). Every figure is the best of `--repeats` rounds in which the
+loop, the paths and the thread counts take turns, so that the load of a shared machine weighs on
+all of them alike; the load average is printed with them. Peak memory of each path for a quarter
+and for all of the largest set, in fresh processes (it must not grow with the set). Run from the
+repository root:
 
-    OMP_NUM_THREADS=1 python bench/bench_eval.py --threads 1                 # both sets, 1 thread
-    OMP_NUM_THREADS=1 python bench/bench_eval.py --images 512 --loop-images 8 --no-memory   # quick
+    python bench/bench_eval.py --threads 1,2                                  # both sets
+    python bench/bench_eval.py --images 512 --loop-images 8 --no-memory      # quick
 """
 
 from __future__ import annotations
@@ -78,9 +80,12 @@ def synthetic_maps(count: int, seed: int = 0, grid: int = 14) -> tuple[torch.Ten
     return maps, boxes
 
 
-def run_batched(maps, boxes, protocol: str, device: str, batch: int,
-                backend: str = "auto") -> tuple[float, float, dict]:
-    """Wall seconds, CPU seconds of this process and metrics of the batched evaluator, `batch` maps per update."""
+def run_batched(maps, boxes, protocol: str, device: str, batch: int, backend: str = "auto",
+                threads: int | None = None) -> tuple[float, float, dict]:
+    """Wall seconds, CPU seconds of this process and metrics of the batched evaluator, `batch` maps
+    per update, on `threads` torch threads (default: as set)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
     evaluator = LocalizationEvaluator(thresholds=THRESHOLDS, image_size=SIZE, protocol=protocol, backend=backend)
     if device == "cuda":
         torch.cuda.synchronize()
@@ -152,6 +157,24 @@ def loop_wsoleval(maps, boxes) -> tuple[float, float, np.ndarray] | None:
 LOOPS = {"sat": loop_sat, "wsoleval": loop_wsoleval}
 
 
+def one_thread_loop(protocol: str, maps, boxes) -> tuple[float, float, np.ndarray] | None:
+    """The protocol's per-image loop on one thread (torch's and cv2's), as the official code runs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        import cv2
+        cv2_threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+    except ImportError:
+        cv2 = None
+    try:
+        return LOOPS[protocol](maps, boxes)
+    finally:
+        torch.set_num_threads(threads)
+        if cv2 is not None:
+            cv2.setNumThreads(cv2_threads)
+
+
 def _status_kb(field: str) -> int:
     with open("/proc/self/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
@@ -185,11 +208,11 @@ def load_average() -> float:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
 
 
-def bench_protocol(protocol: str, maps, boxes, sizes: list[int], paths: list[Path], args) -> dict:
-    """One protocol: the loop on a subset and every path on every set size, best of `args.repeats`
-    interleaved rounds; ratios loop / path."""
+def bench_protocol(protocol: str, maps, boxes, sizes: list[int], paths: list[Path], threads: list[int],
+                   args) -> dict:
+    """One protocol: the loop on a subset and every path at every thread count on every set size,
+    best of `args.repeats` interleaved rounds; ratios loop / path. Keys: row[size][path][threads]."""
     L = min(args.loop_images, len(maps))
-    loop_fn = LOOPS[protocol]
     for path in paths:  # compile the numba kernels, start CUDA
         run_batched(maps[:8], boxes[:8], protocol, path.device, 8, path.backend)
     best: dict = {}
@@ -200,14 +223,16 @@ def bench_protocol(protocol: str, maps, boxes, sizes: list[int], paths: list[Pat
 
     loop_hits = None
     for _ in range(args.repeats):
-        loop = loop_fn(maps[:L], boxes[:L])
+        loop = one_thread_loop(protocol, maps[:L], boxes[:L])
         if loop is not None:
             keep("loop", loop[0], loop[1])
             loop_hits = loop[2]
         for size in sizes:
             for path in paths:
-                wall, cpu, _ = run_batched(maps[:size], boxes[:size], protocol, path.device, args.batch, path.backend)
-                keep((size, path.name), wall, cpu)
+                for n in threads:
+                    wall, cpu, _ = run_batched(maps[:size], boxes[:size], protocol, path.device, args.batch,
+                                               path.backend, threads=n)
+                    keep((size, path.name, n), wall, cpu)
     row: dict = {"loop_images": L}
     if loop_hits is not None:
         row["loop_s_per_map"], row["loop_cpu_s_per_map"] = (v / L for v in best["loop"])
@@ -220,38 +245,42 @@ def bench_protocol(protocol: str, maps, boxes, sizes: list[int], paths: list[Pat
         if loop_hits is not None:
             entry["loop_s"], entry["loop_cpu_s"] = row["loop_s_per_map"] * size, row["loop_cpu_s_per_map"] * size
         for path in paths:
-            wall, cpu = best[(size, path.name)]
-            entry[path.name] = {"s": wall, "cpu_s": cpu}
-            if loop_hits is not None:
-                entry[path.name].update(speedup=entry["loop_s"] / wall, cpu_speedup=entry["loop_cpu_s"] / cpu)
+            entry[path.name] = {}
+            for n in threads:
+                wall, cpu = best[(size, path.name, n)]
+                x = entry[path.name][str(n)] = {"s": wall, "cpu_s": cpu}
+                if loop_hits is not None:
+                    x.update(speedup=entry["loop_s"] / wall, cpu_speedup=entry["loop_cpu_s"] / cpu)
     if not args.no_memory:
         top = max(sizes)
-        row["peak_mb"] = {path.name: [round(peak_memory(n, protocol, path, args.batch, args.threads) / 2**20, 1)
+        row["peak_mb"] = {path.name: [round(peak_memory(n, protocol, path, args.batch, threads[0]) / 2**20, 1)
                                       for n in (top // 4, top)] for path in paths}
     return row
 
 
-def print_protocol(protocol: str, row: dict, sizes: list[int], paths: list[Path]) -> None:
-    """The protocol's figures: per set size, the loop and every path, seconds and ratios."""
+def print_protocol(protocol: str, row: dict, sizes: list[int], paths: list[Path], threads: list[int]) -> None:
+    """The protocol's figures: per set size, the loop and every path at every thread count, seconds and ratios."""
     L = row["loop_images"]
     for size in sizes:
         entry = row[str(size)]
-        line = f"[{protocol}] {size:,} maps:"
         if "loop_s" in entry:
-            line += f" per-image loop {entry['loop_s']:.1f} s ({entry['loop_cpu_s']:.1f} CPU s; scaled from {L})"
+            print(f"[{protocol}] {size:,} maps: per-image loop {entry['loop_s']:.1f} s "
+                  f"({entry['loop_cpu_s']:.1f} CPU s; 1 thread, scaled from {L} maps)")
         else:
-            line += " per-image loop skipped (needs cv2)"
+            print(f"[{protocol}] {size:,} maps: per-image loop skipped (needs cv2)")
         for path in paths:
-            x = entry[path.name]
-            line += f" | {path.name} {x['s']:.2f} s"
-            if "speedup" in x:
-                line += f" -> {x['speedup']:.1f}x ({x['cpu_speedup']:.1f}x in CPU s)"
-        print(line)
+            for n in threads:
+                x = entry[path.name][str(n)]
+                line = f"    {path.name}, {n} thread{'s' if n > 1 else ''}: {x['s']:.2f} s ({x['cpu_s']:.2f} CPU s)"
+                if "speedup" in x:
+                    line += f" -> {x['speedup']:.1f}x the loop ({x['cpu_speedup']:.1f}x in CPU s)"
+                print(line)
     for name, agrees in row.get("agrees_with_loop", {}).items():
         print(f"    {name}: MaxBoxAcc on the loop's subset equals the loop's: {agrees}")
     for name, (quarter, whole) in row.get("peak_mb", {}).items():
         kind = "CUDA max allocated" if PATHS[name].device == "cuda" else "peak RSS rise (VmHWM) over the warm process"
-        print(f"    {name} {kind}: {quarter} MB for {max(sizes) // 4:,} maps, {whole} MB for {max(sizes):,}")
+        print(f"    {name}, {threads[0]} thread(s), {kind}: {quarter} MB for {max(sizes) // 4:,} maps, "
+              f"{whole} MB for {max(sizes):,}")
 
 
 def main() -> None:
@@ -262,13 +291,15 @@ def main() -> None:
     parser.add_argument("--protocols", default="sat,wsoleval")
     parser.add_argument("--paths", default="auto", help="comma-separated subset of cpu,propagate,host "
                                                         "(auto: cpu, and with CUDA propagate and host)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (and numba map threads)")
+    parser.add_argument("--threads", default="1", help="comma-separated torch thread counts (numba splits maps "
+                                                         "over them too); the loop always runs on one")
     parser.add_argument("--thresholds", type=int, default=100, help="how many thresholds, i / count")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the best of each is kept")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--probe", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    threads = [int(n) for n in args.threads.split(",")]
+    torch.set_num_threads(threads[0])
     THRESHOLDS[:] = [i / args.thresholds for i in range(args.thresholds)]
     names = ["cpu"] + (["propagate", "host"] if torch.cuda.is_available() else [])
     paths = [PATHS[name] for name in (names if args.paths == "auto" else args.paths.split(","))]
@@ -278,12 +309,12 @@ def main() -> None:
     sizes = [int(n) for n in args.images.split(",")]
     maps, boxes = synthetic_maps(max(sizes))
     print(f"maps 14x14 -> {SIZE}x{SIZE}, {len(THRESHOLDS)} thresholds, batch {args.batch}, torch threads "
-          f"{args.threads}, paths {[p.name for p in paths]}, best of {args.repeats} interleaved rounds; "
+          f"{threads}, paths {[p.name for p in paths]}, best of {args.repeats} interleaved rounds; "
           f"load average {load_average():.2f}")
-    report: dict = {"threads": args.threads, "thresholds": len(THRESHOLDS), "load_average": [load_average()]}
+    report: dict = {"threads": threads, "thresholds": len(THRESHOLDS), "load_average": [load_average()]}
     for protocol in args.protocols.split(","):
-        report[protocol] = row = bench_protocol(protocol, maps, boxes, sizes, paths, args)
-        print_protocol(protocol, row, sizes, paths)
+        report[protocol] = row = bench_protocol(protocol, maps, boxes, sizes, paths, threads, args)
+        print_protocol(protocol, row, sizes, paths, threads)
     report["load_average"].append(load_average())
     print(f"load average at the end {report['load_average'][-1]:.2f}")
     print(json.dumps(report))

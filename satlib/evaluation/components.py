@@ -22,6 +22,9 @@ convention is applied in `satlib.evaluation.boxes`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -33,6 +36,7 @@ from satlib.evaluation.checks import check_backend, check_protocol
 MAX_PIXELS_CPU = 1 << 22  # planes x pixels per device-path chunk (bounds memory)
 MAX_PIXELS_CUDA = 1 << 25
 COMPONENT, HOLE = 0, 1  # the kind column of component rows
+Part = TypeVar("Part")
 
 # (rows, cols) offsets of the 8- and 4-neighbourhoods.
 NEIGHBOURS = {
@@ -286,20 +290,27 @@ def map_extents(values: np.ndarray, cuts: np.ndarray, *, wsoleval: bool, want_al
     cuts = np.ascontiguousarray(cuts, dtype=np.float64)  # float32 values compare exactly in float64
 
     def run(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        return kernel(flat[start:stop], cuts[start:stop], height=H, width=W, wsoleval=wsoleval,
-                      want_all=want_all, levels=levels)
+        largest, rows = kernel(flat[start:stop], cuts[start:stop], height=H, width=W, wsoleval=wsoleval,
+                               want_all=want_all, levels=levels)
+        rows[:, 0] += start
+        return largest, rows
 
-    threads = max(1, min(N, torch.get_num_threads() if threads is None else threads))
+    parts = over_threads(run, N, threads)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def over_threads(run: Callable[[int, int], Part], count: int, threads: int | None = None) -> list[Part]:
+    """``run(start, stop)`` over `count` maps cut into one contiguous range per thread (default:
+    torch's intra-op thread count) -> each range's result, in order. The numba kernels it runs
+    release the GIL."""
+    threads = max(1, min(count, torch.get_num_threads() if threads is None else threads))
     if threads == 1:
-        return run(0, N)
+        return [run(0, count)]
     from concurrent.futures import ThreadPoolExecutor
 
-    bounds = np.linspace(0, N, threads + 1).astype(int)
-    with ThreadPoolExecutor(threads) as pool:  # the kernel releases the GIL
-        parts = list(pool.map(run, bounds[:-1], bounds[1:]))
-    for start, (_, rows) in zip(bounds[:-1], parts):
-        rows[:, 0] += start
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    bounds = np.linspace(0, count, threads + 1).astype(int)
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(run, bounds[:-1], bounds[1:]))
 
 
 def _union_find_extents(scores: Tensor, cuts: Tensor, protocol: str, want_all: bool) -> tuple[Tensor, Tensor]:

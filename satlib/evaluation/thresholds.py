@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from satlib.evaluation.checks import check_maps, check_protocol, check_thresholds, image_hw
+from satlib.evaluation.components import over_threads
 from satlib.evaluation.normalize import _cubic_taps, normalized_maps
 
 SAT_THRESHOLDS = (0.3, 0.35, 0.4, 0.45)  # official train.py sweep (evaluator.py then uses the best one)
@@ -76,14 +77,6 @@ def checked_map_levels(maps: Tensor, size: tuple[int, int], thresholds: Tensor, 
     def run(start: int, stop: int) -> None:
         wsoleval_levels(raw[start:stop], col_index, col_weight, row_index, row_weight, levels[start:stop])
 
-    threads = max(1, min(len(raw), torch.get_num_threads() if threads is None else threads))
-    bounds = np.linspace(0, len(raw), threads + 1).astype(int)
-    if threads == 1:
-        run(0, len(raw))
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(threads) as pool:  # the kernel releases the GIL
-            list(pool.map(run, bounds[:-1], bounds[1:]))
+    over_threads(run, len(raw), threads)
     levels = torch.from_numpy(levels)
     return levels, _level_cuts(levels, thresholds)
