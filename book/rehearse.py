@@ -44,7 +44,7 @@ STANDINS = {"cub": ["--per-class", "80"],  # 64 test photos: the chapters' figur
 NOTES = r"where this run differs from the official cub code"  # settings.recipe_notes on a CUB recipe
 BRANCH_MARKS = {
     "00_wsol": [r"model: sat_deit_small_patch16_224", NOTES, r"ESTIMATE from FLOPs"],
-    "01_token_injection": [r"class: 001\."],  # a CUB class folder name, not a synthetic shape
+    "01_token_injection": [r"photo (?!224x224)\d+x\d+ -> x"],  # a photo of its own size, not the 224-px square
     "02_attention_querying": [r"sat_deit_small_patch16_224: GT-known"],
     "03_constraints": [r"sat_deit_small_patch16_224: \{'both constraints'"],
     "04_training": [r"model sat_deit_small_patch16_224, 224 px", NOTES],

@@ -12,8 +12,8 @@ committed outputs show):
     SATLIB_IMAGENET_ROOT        an ILSVRC-2012 folder as data_scripts/prepare_imagenet.py writes it
     SATLIB_FULL_RUN             1: the paper's recipes at full length (0 or unset: short runs)
     SATLIB_OFFICIAL_CHECKPOINT  the authors' released CUB checkpoint (.pth.tar), evaluated by chapter 6
-    SATLIB_SMOKE                1: every training run and evaluation capped to a few batches (read by satlib.train)
-    SATLIB_CACHE                where data, runs and weights are cached (default ~/.cache/satlib)
+    SATLIB_SMOKE                1: every training run and evaluation capped to a few batches (satlib.runtime)
+    SATLIB_CACHE                where generated data and runs are kept (default ~/.cache/satlib)
 
 A run is keyed by its full config (minus the output folder) and the smoke switch, so a chapter that
 asks for a run another chapter trained gets that run, and a changed recipe never shows a stale one.
@@ -228,9 +228,9 @@ class Probe:
 
     def __init__(self, config: Config, device: torch.device) -> None:
         from satlib.data import collate
-        from satlib.data.from_config import build_datasets
+        from satlib.data.from_config import build_datasets, prepare_data
 
-        _, test_set = build_datasets(config, train=False)
+        _, test_set = build_datasets(config, prepare_data(config), train=False)
         self.indices = probe_indices(test_set)
         batch = collate([test_set[i] for i in self.indices])
         self.images, self.labels = batch["images"].to(device), batch["labels"].to(device)
