@@ -57,16 +57,17 @@ def strip_volatile(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return nb
 
 
-def execute(path: Path, timeout: int | None = 900, out: Path | None = None) -> float:
+def execute(path: Path, timeout: int | None = 900, out: Path | None = None,
+            env: dict[str, str] | None = None) -> float:
     """Run one notebook and write it in place, or into the folder `out`; returns the seconds it took.
 
-    `timeout` is per cell (None: no limit). The kernel's working directory is the notebook's own folder
-    either way (as nbval runs it).
+    `timeout` is per cell (None: no limit); `env` is the kernel's whole environment (default: this
+    process's). The kernel's working directory is the notebook's own folder (as nbval runs it).
     """
     nb = nbformat.read(path, as_version=4)
     started = time.perf_counter()
     NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+                   resources={"metadata": {"path": str(path.parent)}}).execute(**({"env": env} if env else {}))
     seconds = time.perf_counter() - started
     nbformat.validate(nb)
     text = nbformat.writes(strip_volatile(nb))

@@ -174,7 +174,7 @@ def test_run_notebooks_lists_the_toc_and_strips_volatile_metadata():
     nbformat.validate(stripped)
 
 
-def test_the_rehearsal_checks_the_real_data_branch_of_every_chapter(monkeypatch):
+def test_the_rehearsal_checks_the_real_data_branch_of_every_chapter(monkeypatch, tmp_path):
     """book/rehearse.py runs every toc chapter and knows what each prints on its real-data branch."""
     monkeypatch.syspath_prepend(str(ROOT / "book"))
     spec = importlib.util.spec_from_file_location("rehearse", ROOT / "book" / "rehearse.py")
@@ -186,3 +186,9 @@ def test_the_rehearsal_checks_the_real_data_branch_of_every_chapter(monkeypatch)
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(1)")])
     nb.cells[0].outputs = [nbformat.v4.new_output("stream", text="model: sat_tiny_convstem\n")]
     assert "model: sat_tiny_convstem" in rehearse.output_text(nb)
+    nbformat.write(nb, tmp_path / "00_wsol.ipynb")  # the stand-in's branch ran, not CUB's
+    with pytest.raises(RuntimeError, match="the real-data branch did not run"):
+        rehearse.check_marks(tmp_path / "00_wsol.ipynb", "00_wsol")
+    nb.cells[0].outputs[0].text = "model: sat_deit_small_patch16_224\n" + rehearse.NOTES + "\nESTIMATE from FLOPs\n"
+    nbformat.write(nb, tmp_path / "00_wsol.ipynb")
+    rehearse.check_marks(tmp_path / "00_wsol.ipynb", "00_wsol")
