@@ -29,6 +29,7 @@ import yaml
 from nbclient import NotebookClient
 
 from satlib.files import atomic_write_text
+from satlib.notebook import WIDGET_VIEW
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
@@ -43,7 +44,7 @@ def toc_notebooks(root: Path = ROOT) -> list[Path]:
 
 
 def strip_volatile(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Drop what changes run to run without changing the content: timings, widget state, versions."""
+    """Drop what changes run to run without changing the content: timings, widget state and views, versions."""
     nb.metadata.pop("widgets", None)
     nb.metadata["kernelspec"] = dict(KERNELSPEC)
     nb.metadata["language_info"] = {"name": "python"}
@@ -54,6 +55,9 @@ def strip_volatile(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
         for output in cell.get("outputs", []):
             output.get("metadata", {}).pop("transient", None)
             output.pop("transient", None)
+        # live controls (satlib.notebook.explore) have no state once saved: keep the figure they drew
+        cell["outputs"] = [output for output in cell.get("outputs", [])
+                           if WIDGET_VIEW not in output.get("data", {})]
     return nb
 
 

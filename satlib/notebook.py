@@ -349,3 +349,48 @@ def _model_cost(config: Config) -> ModelCost:
     if key not in _COSTS:
         _COSTS[key] = model_cost(config)
     return _COSTS[key]
+
+
+# ----------------------------------------------------------------------------------------------
+# widgets
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"  # a live control; stripped from the saved chapters
+
+
+def explore(draw: Callable[..., "matplotlib.figure.Figure"], **controls) -> dict:  # noqa: F821
+    """A figure with controls: `draw(**values)` returns a matplotlib figure for one choice of `values`.
+
+    `controls` are what `ipywidgets.interact` takes (a list of options, a `(min, max, step)` tuple, a
+    widget, ...). The figure for the controls' initial values (as ipywidgets picks them: the middle of a
+    range, the first option) is shown as a plain image: that is what the built book shows (the saved
+    chapters keep no live widgets). In a running notebook the controls are
+    shown under it and every change redraws the figure in place. Returns the values drawn first.
+    """
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    from IPython.display import Image, display
+
+    panel = widgets.interactive(lambda **values: None, **controls)
+
+    def render() -> Image:
+        figure = draw(**panel.kwargs)
+        import io
+
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", bbox_inches="tight")
+        plt.close(figure)
+        return Image(buffer.getvalue())
+
+    first = dict(panel.kwargs)
+    handle = display(render(), display_id=True)
+
+    def changed(_) -> None:
+        image = render()
+        if handle is not None:  # None outside IPython (display ids need a frontend)
+            handle.update(image)
+
+    inputs = [child for child in panel.children if not isinstance(child, widgets.Output)]
+    for child in inputs:
+        child.observe(changed, names="value")
+    display(widgets.VBox(inputs))
+    return first

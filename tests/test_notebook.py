@@ -273,3 +273,25 @@ def test_every_run_keeps_its_probe_maps_without_changing_the_run(tmp_path, tiny_
     satlib.train.train(plain, progress=False)  # the same run without the probe: the same weights
     alone = load_checkpoint(tmp_path / "plain" / "checkpoint.pt")
     assert all(torch.equal(final["model"][k], alone["model"][k]) for k in alone["model"])
+
+
+def test_explore_draws_the_initial_values_then_redraws_on_every_change():
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    from satlib.notebook import explore
+
+    drawn = []
+
+    def draw(k, color):
+        drawn.append((k, color))
+        figure, ax = plt.subplots(figsize=(1, 1))
+        ax.plot(range(k), color=color)
+        return figure
+
+    slider = widgets.IntSlider(value=3, min=1, max=9)
+    assert explore(draw, k=slider, color=["red", "blue"]) == {"k": 3, "color": "red"}
+    assert drawn == [(3, "red")]
+    slider.value = 7
+    assert drawn[-1] == (7, "red")
+    assert plt.get_fignums() == []  # every figure drawn was closed after being shown
