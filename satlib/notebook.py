@@ -186,12 +186,14 @@ class Settings:
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
         return self.cache / "runs" / f"{config.model.name}-{digest}"
 
-    def run(self, config: Config, *, on_epoch: Callable[[dict], None] | None = None) -> BookRun:
+    def run(self, config: Config, *, on_epoch: Callable[[dict], None] | None = None,
+            quiet: bool = True) -> BookRun:
         """The finished run of exactly `config` on this device, trained now unless the cache has it.
 
         Sets `config.train.device` to the settings' device and `config.train.out` to the run's cache
         folder (so an `on_epoch` callback finds the epoch's checkpoint there); trains a copy, so the
         caller's config is not changed by training (e.g. `model.num_classes` read from the data).
+        `quiet` (default) keeps the epoch log out of the chapter: it prints what it needs from the run.
         """
         from satlib.train import train
 
@@ -211,7 +213,7 @@ class Settings:
             if on_epoch is not None:
                 on_epoch(record)
 
-        train(copy.deepcopy(config), progress=False, on_epoch=after_epoch)
+        train(copy.deepcopy(config), progress=False, quiet=quiet, on_epoch=after_epoch)
         atomic_write_text(marker, json.dumps(key, indent=1) + "\n")
         return BookRun(folder, trained=True, device=self.device)
 

@@ -30,6 +30,7 @@ evaluated epoch with the highest GT-known + Top-1 Loc, as the official "best_loc
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import math
 import time
@@ -172,9 +173,20 @@ class Clock:
         return spent
 
 
-def train(config: Config, *, resume: bool = False, progress: bool = True,
+def train(config: Config, *, resume: bool = False, progress: bool = True, quiet: bool = False,
           on_epoch: Callable[[dict], None] | None = None) -> dict:
-    """Train as `config` says; returns the last epoch's record (losses, accuracy, eval metrics)."""
+    """Train as `config` says; returns the last epoch's record (losses, accuracy, eval metrics).
+
+    `progress` shows a progress bar per epoch; `quiet` drops the log lines (one per epoch), warnings stay.
+    """
+    token = _QUIET.set(quiet)
+    try:
+        return _train(config, resume=resume, progress=progress, on_epoch=on_epoch)
+    finally:
+        _QUIET.reset(token)
+
+
+def _train(config: Config, *, resume: bool, progress: bool, on_epoch: Callable[[dict], None] | None) -> dict:
     run = build_run(config)
     with allow_tf32(run.ddp.device):  # TF32 for this run only: the flags are restored after it
         if resume:
@@ -398,8 +410,11 @@ def _progress_bar(run: Run, progress: bool):
                 disable=not (progress and run.ddp.master))
 
 
+_QUIET = contextvars.ContextVar("satlib_train_quiet", default=False)  # train(quiet=True) while it runs
+
+
 def _log(ddp: Dist, text: str) -> None:
-    if ddp.master:
+    if ddp.master and not _QUIET.get():
         from tqdm.auto import tqdm
 
         tqdm.write(text)

@@ -190,3 +190,13 @@ def test_best_checkpoint_follows_gt_known_plus_top1_loc(trained_run):
     best = load_checkpoint(out / "best.pt")
     assert best["epoch"] == 1 + scores.index(max(scores))  # the first epoch reaching the maximum
     assert "optimizer" not in best and best["metrics"]["gt_known"] == history[best["epoch"] - 1]["gt_known"]
+
+
+def test_quiet_training_logs_nothing_and_trains_the_same(tiny_config, capsys):
+    loud = train(tiny_config(**{"train.epochs": 1}), progress=False)
+    logged = capsys.readouterr()
+    assert "epoch 1" in logged.out + logged.err
+    quiet = train(tiny_config(**{"train.epochs": 1}), progress=False, quiet=True)
+    logged = capsys.readouterr()
+    assert "epoch 1" not in logged.out + logged.err
+    assert {k: v for k, v in quiet.items() if k != "time"} == {k: v for k, v in loud.items() if k != "time"}
