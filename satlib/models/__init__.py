@@ -7,11 +7,11 @@ from satlib.models.freeze import count_parameters
 from satlib.models.sat import SAT, SATOutput
 from satlib.models.vit import ViTBase, ViTSAT
 from satlib.models.weights import (
-                                   LoadReport,
-                                   checkpoint_filter_fn,
-                                   convert_official_checkpoint,
-                                   load_pretrained,
-                                   read_state_dict,
+    LoadReport,
+    checkpoint_filter_fn,
+    convert_official_checkpoint,
+    load_pretrained,
+    read_state_dict,
 )
 
 __all__ = ["SAT", "SATOutput", "SATAttention", "Block", "ConvStem", "VARIANTS", "create_model", "list_models",
