@@ -56,7 +56,6 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data_root: str | Path, datase
     _, test_set = build_datasets(config, train=False)
     loader = test_loader(test_set, config, Dist(device=device_))
     metrics = evaluate_model(model, loader, config, device_, progress=True)
-    metrics["images"] = len(test_set)
     if skip_bad:
         metrics["skipped"] = test_set.skipped
     return metrics

@@ -143,3 +143,16 @@ def test_cli_runs_a_paper_recipe_on_its_standin_offline(recipe, tmp_path):
     assert metrics["smoke"] is True and metrics["step"] == 2 and "gt_known" in metrics
     saved = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["config"]
     assert saved["model"]["name"] == "sat_deit_small_patch16_224" and saved["data"]["img_size"] == 224
+
+
+
+def test_smoke_evaluation_reports_the_images_it_scored(smoke_data, tmp_path, monkeypatch):
+    """`satlib evaluate` under smoke says how many images it scored (2 batches of 8), not the split's 18."""
+    from satlib.assess import evaluate_checkpoint
+
+    train(load_config("synthetic_cpu", tiny_overrides(smoke_data, tmp_path, **{"train.epochs": 1})), progress=False)
+    monkeypatch.setenv(SMOKE_ENV, "1")
+    metrics = evaluate_checkpoint(tmp_path / "checkpoint.pt", data_root=smoke_data, device="cpu")
+    assert metrics["images"] == 16
+    monkeypatch.delenv(SMOKE_ENV)
+    assert evaluate_checkpoint(tmp_path / "checkpoint.pt", data_root=smoke_data, device="cpu")["images"] == 18

@@ -18,6 +18,7 @@ How the two protocols read the same counters (percentages 0..100; "loc hit" = Io
   level, the max over thresholds of the accuracy with any contour's box (multi-contour), and
   ``maxboxacc_v2`` = their mean.
 
+``images`` is the number of images scored (summed over ranks after ``all_reduce``).
 ``top1_cls``/``top5_cls``/``top1_loc``/``top5_loc`` need ``logits`` and ``labels`` (top-5 is
 top-min(5, classes)); ``pxap``
 needs ``gt_masks`` (1 foreground, 0 background, 255 ignored, as wsolevaluation's masks) and uses
@@ -223,7 +224,7 @@ class LocalizationEvaluator:
             maxboxacc = float(known[best])
         result = {"gt_known": float(known[best]), "maxboxacc": maxboxacc,
                   "maxboxacc_v2": sum(ious.values()) / len(ious), "best_threshold": self.thresholds[best],
-                  **{f"iou{k}": v for k, v in ious.items()}}
+                  **{f"iou{k}": v for k, v in ious.items()}, "images": int(self.count)}
         if self.with_logits:
             result.update(top1_cls=100.0 * self.top1_cls / n, top5_cls=100.0 * self.top5_cls / n,
                           top1_loc=float(pct(self.top1_loc)[best]), top5_loc=float(pct(self.top5_loc)[best]))

@@ -36,7 +36,7 @@ def test_sat_metrics_by_hand():
     # t=.3: GT-known imgs 0,1,2 (60), Top-1 Loc imgs 0,1 (40) -> 100; t=.6: 20 + 20 -> best .3
     assert result == {"gt_known": 60.0, "maxboxacc": 60.0, "maxboxacc_v2": 60.0, "best_threshold": 0.3,
                       "iou30": 60.0, "iou50": 60.0, "iou70": 60.0, "top1_cls": 60.0, "top5_cls": 80.0,
-                      "top1_loc": 40.0, "top5_loc": 60.0}
+                      "top1_loc": 40.0, "top5_loc": 60.0, "images": 5}
 
 
 def test_wsoleval_metrics_by_hand():
@@ -48,7 +48,8 @@ def test_wsoleval_metrics_by_hand():
     # finds img 4's small blob (80); IoU50 and IoU70 best at t=.3 (60).
     assert result == pytest.approx({"gt_known": 60.0, "maxboxacc": 60.0, "best_threshold": 0.3,
                                     "iou30": 80.0, "iou50": 60.0, "iou70": 60.0, "maxboxacc_v2": 200 / 3,
-                                    "top1_cls": 60.0, "top5_cls": 80.0, "top1_loc": 40.0, "top5_loc": 60.0},
+                                    "top1_cls": 60.0, "top5_cls": 80.0, "top1_loc": 40.0, "top5_loc": 60.0,
+                                        "images": 5},
                                    rel=0, abs=1e-12)
 
 

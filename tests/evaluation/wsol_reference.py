@@ -131,7 +131,7 @@ def sat_metrics(normalized, gt_boxes, thresholds, logits=None, labels=None) -> d
         if avg["gt"][j] + avg["top1"][j] > best_loc:
             best_j, best_loc = j, avg["gt"][j] + avg["top1"][j]
     out = {"gt_known": avg["gt"][best_j], "best_threshold": thresholds[best_j],
-           "maxboxacc": max(avg["gt"]), **{f"iou{k}": avg[f"iou{k}"][best_j] for k in (30, 50, 70)}}
+           "maxboxacc": max(avg["gt"]), **{f"iou{k}": avg[f"iou{k}"][best_j] for k in (30, 50, 70)}, "images": n}
     out["maxboxacc_v2"] = (out["iou30"] + out["iou50"] + out["iou70"]) / 3
     if logits is not None:
         out.update(top1_loc=avg["top1"][best_j], top5_loc=avg["top5"][best_j],
@@ -155,6 +155,6 @@ def wsoleval_metrics(normalized, gt_boxes, thresholds) -> dict:
     n = len(normalized)
     v1 = single[50] * 100.0 / n
     out = {"maxboxacc": v1.max(), "best_threshold": thresholds[int(np.argmax(v1))], "gt_known": v1.max(),
-           **{f"iou{k}": (multi[k] * 100.0 / n).max() for k in (30, 50, 70)}}
+           **{f"iou{k}": (multi[k] * 100.0 / n).max() for k in (30, 50, 70)}, "images": n}
     out["maxboxacc_v2"] = (out["iou30"] + out["iou50"] + out["iou70"]) / 3
     return out
