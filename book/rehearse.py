@@ -107,13 +107,11 @@ def write_official_checkpoint(path: Path, num_classes: int = 200) -> Path:
     import torch
 
     import satlib
-    from satlib.losses import gaussian_kernel
+    from satlib.models.weights import official_state_dict
 
     torch.manual_seed(0)
     model = satlib.create_model("sat_deit_small_patch16_224", num_classes=num_classes)
-    state = {f"module.{key}": value for key, value in model.state_dict().items()}
-    state["module.weight"] = gaussian_kernel()[None, None]
-    torch.save({"model": state, "best_thr": 0.35, "epoch": 30}, path)
+    torch.save({"model": official_state_dict(model), "best_thr": 0.35, "epoch": 30}, path)
     return path
 
 

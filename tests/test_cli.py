@@ -63,13 +63,11 @@ def test_evaluate_an_official_checkpoint(tiny_data, tmp_path, capsys):
     import satlib
     from satlib.assess import evaluate_checkpoint
     from satlib.config import load_config
-    from satlib.losses import gaussian_kernel
+    from satlib.models.weights import official_state_dict
 
     torch.manual_seed(0)
     model = satlib.create_model("sat_deit_tiny_patch16_224", num_classes=3)
-    state = {f"module.{k}": v for k, v in model.state_dict().items()}
-    state["module.weight"] = gaussian_kernel()[None, None]
-    torch.save({"model": state, "best_thr": 0.35, "epoch": 27}, tmp_path / "official.pth.tar")
+    torch.save({"model": official_state_dict(model), "best_thr": 0.35, "epoch": 27}, tmp_path / "official.pth.tar")
     config = load_config("cub", ["model.name=sat_deit_tiny_patch16_224", "model.num_classes=3", "model.pretrained="])
     torch.save({"model": model.state_dict(), "config": config.to_dict()}, tmp_path / "satlib.pt")
 

@@ -91,6 +91,15 @@ def convert_official_checkpoint(state_dict: Mapping) -> dict[str, Tensor]:
     return state_dict
 
 
+def official_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """A SAT model's weights as the official train.py saves them: DataParallel's "module." keys and the fixed
+    Gaussian kernel (`weight`), ready for `torch.save({"model": ...}, path)`; `convert_official_checkpoint`
+    reads it back."""
+    state = {f"module.{key}": value for key, value in model.state_dict().items()}
+    state[f"module.{OFFICIAL_KERNEL_KEY}"] = gaussian_kernel(3, 6.0).reshape(1, 1, 3, 3)
+    return state
+
+
 def resample_pos_embed(pos_embed: Tensor, model: nn.Module, name: str = "checkpoint") -> Tensor:
     """Resample a (1, 1 + n², D) cls+patch position embedding to the model's grid, -> (1, 1 + rows·cols, D)."""
     num_patches = pos_embed.shape[1] - model.num_prefix_tokens

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 import satlib
-from satlib import SAT, convert_official_checkpoint, load_pretrained
+from satlib import SAT, convert_official_checkpoint, gaussian_kernel, load_pretrained
 from satlib.models import weights
 
 # A small model in the official layout: depth 12, so the official `cur_depth >= 9` rule applies as written.
@@ -264,3 +264,15 @@ def test_pretrained_true_uses_cached_download(tmp_path, deit_tiny_state, monkeyp
 def test_model_without_weights_says_so():
     with pytest.raises(ValueError, match="sat_tiny_convstem has no pretrained weights"):
         satlib.create_model("sat_tiny_convstem", pretrained=True)
+
+
+def test_official_state_dict_is_what_the_official_script_saves_and_reads_back(seeded):
+    from satlib.models.weights import official_state_dict
+
+    model = small_sat()
+    official = official_state_dict(model)
+    assert all(key.startswith("module.") for key in official)  # DataParallel, as train.py saves it
+    assert torch.equal(official["module.weight"][0, 0], gaussian_kernel(3, 6.0))
+    back = convert_official_checkpoint({"model": official})
+    assert back.keys() == model.state_dict().keys()
+    assert all(torch.equal(back[k], v) for k, v in model.state_dict().items())
