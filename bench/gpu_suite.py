@@ -5,8 +5,8 @@ Sections, in order (each with a time cap; a failing one records its error and th
     env             device, versions, measured bf16 matmul and copy ceilings
     model           DeiT-S 224, batch 128, forward+backward: explicit fp32 vs sdpa bf16 vs sdpa bf16 +
                     compile vs timm DeiT-S bf16; images/s, peak memory, TFLOP/s, ratios (bench_model)
-    eval            CUB-sized evaluation (5,794 maps, 100 thresholds) batched on the device vs the
-                    per-image loop on a CPU subset, scaled (bench_eval)
+    eval            CUB- and ImageNet-sized evaluations (5,794 / 50,000 maps, 100 thresholds): both device
+                    paths (label propagation, the host path) vs the per-image loop, scaled (bench_eval)
     data            a CUB-sized fake JPEG set (200 classes) and the loader's images/s (bench_data)
     train_cub       the CUB recipe (batch 256, bf16) through satlib.train.train for ~200 steps: loop,
                     loader-only and model-only images/s, seconds per epoch, a timed evaluation, and the

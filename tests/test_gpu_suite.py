@@ -82,6 +82,8 @@ def test_smoke_figures_come_from_the_sizes_asked_for(smoke):
         if "speedup" in row:  # wsoleval's loop needs cv2
             assert row["agrees_with_loop"] and row["speedup"] > 0
             assert all(x["agrees_with_loop"] and x["speedup"] > 0 for x in row["paths"].values())
+    markdown = (out / "report.md").read_text()
+    assert all(f"| {protocol} | {path}" in markdown for protocol in ("sat", "wsoleval") for path in EVAL_PATHS)
     assert [x["workers"] for x in results["data"]["loaders"]] == [0, 1]
     assert [x["decode_fallbacks"] for x in results["data"]["loaders"]] == [None, None]  # CPU decoding: no nvJPEG
     cub, imagenet = results["train_cub"], results["train_imagenet"]

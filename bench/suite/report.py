@@ -145,14 +145,25 @@ def render_model(r: dict) -> list[str]:
 
 
 def render_eval(r: dict) -> list[str]:
-    rows = [[p, x.get("maps"), fmt(x.get("batched_ms_per_map"), ".3f"), fmt(x.get("batched_full_s"), ".1f"),
-             fmt(x.get("loop_ms_per_map"), ".1f"), fmt(x.get("loop_full_s"), ".0f"), fmt(x.get("speedup"), ".0f"),
-             fmt(x.get("peak_mb"), ".0f"), x.get("agrees_with_loop", x.get("loop", "n/a"))]
-            for p, x in r.get("protocols", {}).items() if x]
+    """One row per protocol and device path (label propagation, the host path), side by side."""
+    rows = []
+    for protocol, x in r.get("protocols", {}).items():
+        if not x:
+            continue
+        paths = x.get("paths") or {"auto": {"maps": x.get("maps"), "ms_per_map": x.get("batched_ms_per_map"),
+                                            "cub_s": x.get("batched_full_s"), "speedup": x.get("speedup"),
+                                            "peak_mb": x.get("peak_mb")}}
+        for name, p in paths.items():
+            mark = " (faster)" if name == x.get("faster") else ""
+            rows.append([protocol, name + mark, p.get("maps"), fmt(p.get("ms_per_map"), ".3f"),
+                         fmt(p.get("cub_s"), ".1f"), fmt(p.get("imagenet_s"), ".0f"),
+                         fmt(x.get("loop_ms_per_map"), ".1f"),
+                         fmt(p.get("speedup"), ".0f"), fmt(p.get("peak_mb"), ".0f"),
+                         p.get("agrees_with_loop", x.get("loop", "n/a"))])
     head = [f"{r.get('maps')} maps 14x14 -> {r.get('side')}, {r.get('thresholds')} thresholds, batch {r.get('batch')}; "
             f"loop timed on {r.get('loop_maps')} maps on the CPU and scaled", ""] if r else []
-    return head + table(["protocol", "maps run", "batched ms/map", "batched, full set s", "loop ms/map",
-                         "loop, full set s", "speed-up", "peak MiB", "agrees with loop"], rows)
+    return head + table(["protocol", "path", "maps run", "ms/map", "CUB-sized s", "ImageNet-sized s", "loop ms/map",
+                         "speed-up", "peak MiB", "agrees with loop"], rows)
 
 
 def render_data(r: dict) -> list[str]:
