@@ -17,6 +17,13 @@ committed outputs show):
 
 A run is keyed by its full config (minus the output folder) and the smoke switch, so a chapter that
 asks for a run another chapter trained gets that run, and a changed recipe never shows a stale one.
+
+Citing a run: a chapter that shows a cached run prints `run.cite()` (one line, `RUN_CITATION`:
+"run <model>-<12 hex digits of its key>", the run's folder name) in a cell marked
+`# NBVAL_CHECK_OUTPUT`. The id does not depend on where the cache is (a data folder inside it is keyed
+by its place in the cache), so tests/book/test_book_runs.py recomputes, without training, the id of
+every recipe a chapter uses (`settings.run_dir(settings.shared_recipe()).name`, ...) and fails when a
+chapter shows another run, or uses the shared run without citing it (`cited_runs` reads the lines back).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +55,8 @@ OFFICIAL_IMAGENET_GPUS = 4  # train_ImageNet.py: 4 DDP processes, each with its 
 FINISHED = "finished.json"  # written into a run's folder once train() returned; holds the run's key
 EPOCH_MAPS = "epoch_maps.pt"  # the probe images' maps after every epoch (`Probe`)
 FIGURE_STYLE = {"figure.dpi": 80, "font.size": 9, "image.interpolation": "nearest"}
+RUN_CITATION = re.compile(r"^run (?P<id>[\w.]+-[0-9a-f]{12})$", re.M)  # `BookRun.cite`'s line
+CACHE_PLACEHOLDER = "$SATLIB_CACHE"  # a run key's stand-in for the cache folder
 
 
 class SettingsError(ValueError):
@@ -74,6 +84,15 @@ class BookRun:
         from satlib.checkpoint import model_from_checkpoint
 
         return model_from_checkpoint(self.best if best else self.checkpoint, device=self.device)
+
+    @property
+    def id(self) -> str:
+        """The run's name in the cache: `<model>-<12 hex digits of its key>`."""
+        return self.folder.name
+
+    def cite(self) -> str:
+        """The one line a chapter prints to say which run it shows (`RUN_CITATION`; see the module doc)."""
+        return f"run {self.id}"
 
     def history(self) -> list[dict]:
         """Every epoch's record, from metrics.json."""
@@ -152,6 +171,14 @@ class Settings:
         """The run chapters 0, 2, 3 and 5 share: `cub_recipe` with SATLIB_CUB_ROOT, else `tiny_recipe`."""
         return self.cub_recipe(*overrides) if self.cub_root else self.tiny_recipe(*overrides)
 
+    def shared_baseline(self, method: str, *overrides: str) -> Config:
+        """`shared_recipe` for a baseline of the same backbone: method "cam" or "tscam" (`cam_tiny_convstem`,
+        `tscam_deit_small_patch16_224`, ...), the same data, schedule and evaluation."""
+        if method not in ("cam", "tscam"):
+            raise ValueError(f"method={method!r}: the baselines are 'cam' and 'tscam'")
+        backbone = self.shared_recipe().model.name.removeprefix("sat_")
+        return self.shared_recipe(f"model.name={method}_{backbone}", *overrides)
+
     def fit_to_device(self, config: Config) -> Config:
         """On a GPU, split a paper recipe's step into as many accumulated micro-batches as its memory needs
         (`satlib.recipes.estimate_gpu_run`; the same images per step), in place; returns `config`."""
@@ -175,9 +202,16 @@ class Settings:
     # runs
 
     def run_key(self, config: Config) -> dict:
-        """What identifies a run: the full config on this device without its output folder, and the smoke switch."""
+        """What identifies a run: the full config on this device without its output folder, and the smoke switch.
+
+        A data folder inside the cache (the stand-in) is keyed by its place there ("$SATLIB_CACHE/book/..."),
+        so a run's id is the same in every cache.
+        """
         resolved = config.to_dict()
         resolved["train"] = {**{k: v for k, v in resolved["train"].items() if k != "out"}, "device": str(self.device)}
+        root = Path(resolved["data"]["root"]).expanduser()
+        if root.is_relative_to(self.cache_root):
+            resolved["data"]["root"] = f"{CACHE_PLACEHOLDER}/{root.relative_to(self.cache_root).as_posix()}"
         return {"config": resolved, "smoke": self.smoke}
 
     def run_dir(self, config: Config) -> Path:
@@ -216,6 +250,11 @@ class Settings:
         train(copy.deepcopy(config), progress=False, quiet=quiet, on_epoch=after_epoch)
         atomic_write_text(marker, json.dumps(key, indent=1) + "\n")
         return BookRun(folder, trained=True, device=self.device)
+
+
+def cited_runs(text: str) -> list[str]:
+    """The run ids a chapter's output cites, in order: every `BookRun.cite` line in `text`."""
+    return [match["id"] for match in RUN_CITATION.finditer(text)]
 
 
 def probe_indices(test_set) -> list[int]:
