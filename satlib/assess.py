@@ -1,7 +1,8 @@
 """A trained checkpoint on a dataset's test split: its metrics, and a figure of its maps and boxes.
 
-`evaluate_checkpoint` is `satlib evaluate`; `visualize_checkpoint` is `satlib visualize` and the
-figure `satlib demo` writes (with `cam=True`, the same network's CAM below SAT's map).
+`evaluate_checkpoint` is `satlib evaluate`; `visualize_checkpoint` is `satlib visualize`;
+`compare_checkpoints` draws several methods on the same images (the figure `satlib demo` writes: SAT
+above the trained CAM baseline).
 """
 
 from __future__ import annotations
@@ -61,6 +62,15 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data_root: str | Path, datase
     return metrics
 
 
+METHOD_NAMES = {"sat": "SAT", "cam": "CAM", "tscam": "TS-CAM"}  # model.method -> the name figures use
+
+
+def method_name(model: torch.nn.Module) -> str:
+    """SAT, CAM or TS-CAM: what the model's `loc_map` is."""
+    method = getattr(model, "method", "sat")
+    return METHOD_NAMES.get(method, method)
+
+
 @torch.no_grad()
 def visualize_checkpoint(checkpoint: str | Path, *, data_root: str | Path, out: str | Path,
                          dataset: str | None = None, official: bool = False, num: int = 16, cols: int = 4,
@@ -68,34 +78,56 @@ def visualize_checkpoint(checkpoint: str | Path, *, data_root: str | Path, out: 
     """A PNG of the first `num` test images: map overlay, predicted box (green) at the checkpoint's
     best threshold, GT boxes (red), predicted class and IoU in each title, `cols` images a row.
 
-    With `cam=True` a second block of rows shows the same images with the network's own CAM (the
-    conv head's map of the GT class) at the CAM's best threshold. Returns `out`.
+    The map is the one the evaluator scores: SAT's loc-token map, or a CAM/TS-CAM baseline's map of the
+    GT class. With `cam=True` a second block of rows shows the same images with the network's own CAM (the
+    conv head's map of the GT class) at that CAM's best threshold. Returns `out`.
     """
+    return compare_checkpoints([checkpoint], data_root=data_root, out=out, dataset=dataset, official=official,
+                               num=num, cols=cols, own_cam=cam, device=device)
+
+
+@torch.no_grad()
+def compare_checkpoints(checkpoints: list[str | Path], *, data_root: str | Path, out: str | Path,
+                        dataset: str | None = None, official: bool = False, num: int = 8, cols: int = 8,
+                        own_cam: bool = False, device: str = "auto") -> Path:
+    """One figure, one block of rows per checkpoint (e.g. SAT above a trained CAM baseline) on the same
+    first `num` test images, each at its own best threshold and named by its method. `own_cam` adds the
+    first checkpoint's own conv-head CAM as a last block. Returns `out`."""
     from satlib.data import collate, denormalize
     from satlib.evaluation import default_thresholds
+    from satlib.evaluation.evaluate import scored_maps
 
-    model, config, payload, device_ = _load_for_test(checkpoint, data_root=data_root, dataset=dataset,
-                                                     official=official, device=device)
-    _, test_set = build_datasets(config, train=False)
-    batch = collate([test_set[i] for i in range(min(num, len(test_set)))])
-    output = model(batch["images"].to(device_))
-    metrics = payload.get("metrics") or {}
-    threshold = payload.get("best_threshold") or default_thresholds(config.eval.protocol)[0]
-    names = test_set.class_names
-    predicted = [names[i] if names else str(i) for i in output.logits.argmax(-1).tolist()]
-    blocks = [("SAT", output.loc_map.float(), threshold, metrics.get("gt_known"))]
-    if cam:
-        labels = batch["labels"].to(device_)
-        cams = output.class_maps.float()[torch.arange(len(labels), device=device_), labels]
-        blocks.append(("CAM", cams, metrics.get("cam_best_threshold", threshold), metrics.get("cam_gt_known")))
+    blocks, first = [], None
+    for path in checkpoints:
+        model, config, payload, device_ = _load_for_test(path, data_root=data_root, dataset=dataset,
+                                                         official=official, device=device)
+        if first is None:
+            _, test_set = build_datasets(config, train=False)
+            batch = collate([test_set[i] for i in range(min(num, len(test_set)))])
+            labels = batch["labels"].to(device_)
+            first = (test_set, batch, config)
+        output = model(batch["images"].to(device_))
+        metrics = payload.get("metrics") or {}
+        threshold = payload.get("best_threshold") or default_thresholds(config.eval.protocol)[0]
+        names = test_set.class_names
+        classes = [names[i] if names else str(i) for i in output.logits.argmax(-1).tolist()]
+        blocks.append((method_name(model), scored_maps(output, labels).float(), threshold,
+                       metrics.get("gt_known"), classes))
+        if own_cam and len(blocks) == 1:
+            cams = output.class_maps.float()[torch.arange(len(labels), device=device_), labels]
+            own = ("own CAM", cams, metrics.get("cam_best_threshold", threshold), metrics.get("cam_gt_known"),
+                   classes)
+    if own_cam:
+        blocks.append(own)
+    test_set, batch, config = first
     figure = _localization_figure(denormalize(batch["images"], *test_set.normalization), batch["boxes"], blocks,
-                                  predicted, config, cols=cols, named=cam)
+                                  config, cols=cols, named=len(blocks) > 1)
     return _save_png(figure, Path(out))
 
 
-def _localization_figure(images: torch.Tensor, gt_boxes: list[torch.Tensor], blocks: list[tuple], predicted: list[str],
-                         config: Config, *, cols: int, named: bool, panel_size: float = 2.4):
-    """One block of rows per (name, maps (B, rows, cols), threshold, GT-known or None) in `blocks`."""
+def _localization_figure(images: torch.Tensor, gt_boxes: list[torch.Tensor], blocks: list[tuple], config: Config, *,
+                         cols: int, named: bool, panel_size: float = 2.4):
+    """One block of rows per (name, maps (B, rows, cols), threshold, GT-known or None, predicted class names)."""
     import matplotlib.pyplot as plt
 
     from satlib.evaluation import box_iou, boxes_from_maps, show_localization
@@ -104,7 +136,7 @@ def _localization_figure(images: torch.Tensor, gt_boxes: list[torch.Tensor], blo
     rows_per_block = math.ceil(len(images) / cols)
     figure, axes = plt.subplots(rows_per_block * len(blocks), cols, squeeze=False,
                                 figsize=(cols * panel_size, rows_per_block * len(blocks) * panel_size))
-    for b, (name, maps, threshold, _) in enumerate(blocks):
+    for b, (name, maps, threshold, _, predicted) in enumerate(blocks):
         boxes = boxes_from_maps(maps, [threshold], config.data.img_size, protocol=config.eval.protocol)[:, 0].cpu()
         for i, ax in enumerate(axes[b * rows_per_block:(b + 1) * rows_per_block].flat):
             if i >= len(images):
@@ -113,7 +145,7 @@ def _localization_figure(images: torch.Tensor, gt_boxes: list[torch.Tensor], blo
             iou = float(box_iou(boxes[i:i + 1].float(), gt_boxes[i].float()).max())
             title = f"{name}: {predicted[i]}" if named else predicted[i]
             show_localization(images[i], maps[i].cpu(), boxes[i], gt_boxes[i], iou=iou, ax=ax, title=title)
-    scores = [f"{name} GT-known {gt_known:.1f}%" for name, _, _, gt_known in blocks if gt_known is not None]
+    scores = [f"{name} GT-known {gt_known:.1f}%" for name, _, _, gt_known, _ in blocks if gt_known is not None]
     figure.suptitle("held-out images: map, predicted box (green), GT box (red)"
                     + (f"; {', '.join(scores)}" if scores else ""))
     figure.tight_layout()

@@ -109,7 +109,8 @@ def _predict(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from satlib.demo import run_demo
 
-    run_demo(out=args.out, seed=args.seed, time_budget=args.time_budget, device=args.device)
+    run_demo(out=args.out, seed=args.seed, time_budget=args.time_budget, device=args.device,
+             baseline=None if args.baseline == "none" else args.baseline)
     return 0
 
 
@@ -117,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     from satlib.config import choices, packaged_recipes
     from satlib.data.standins import LAYOUTS as STANDIN_LAYOUTS
     from satlib.data.synthetic import VARIANTS as SYNTHETIC_VARIANTS
+    from satlib.demo import BASELINES as DEMO_BASELINES
 
     parser = argparse.ArgumentParser(prog="satlib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -129,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="safety cap in training seconds; a run that hits it stops early and is not the "
                            "reference result (default: the recipe's cap)")
     demo.add_argument("--device", default="auto")
+    demo.add_argument("--baseline", default="cam", choices=[*DEMO_BASELINES, "none"],
+                      help="the trained baseline beside SAT, same backbone and recipe (default: cam)")
     demo.set_defaults(func=_demo)
 
     data = commands.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
