@@ -56,8 +56,8 @@ def strip_volatile(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
             output.get("metadata", {}).pop("transient", None)
             output.pop("transient", None)
         # live controls (satlib.notebook.explore) have no state once saved: keep the figure they drew
-        cell["outputs"] = [output for output in cell.get("outputs", [])
-                           if WIDGET_VIEW not in output.get("data", {})]
+        if "outputs" in cell:  # code cells only: a markdown cell with outputs is an invalid notebook
+            cell["outputs"] = [output for output in cell["outputs"] if WIDGET_VIEW not in output.get("data", {})]
     return nb
 
 

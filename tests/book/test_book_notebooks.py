@@ -160,7 +160,7 @@ def _run_notebooks_module():
 def test_run_notebooks_lists_the_toc_and_strips_volatile_metadata():
     run_notebooks = _run_notebooks_module()
     assert [p.relative_to(ROOT).with_suffix("").as_posix() for p in run_notebooks.toc_notebooks()] == CHAPTERS
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")])
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1"), nbformat.v4.new_markdown_cell("text")])
     nb.metadata.update(widgets={"state": {}}, language_info={"name": "python", "version": "3.11.2"})
     nb.cells[0].metadata["execution"] = {"iopub.status.busy": "2025-01-01T00:00:00"}
     nb.cells[0].outputs = [nbformat.v4.new_output("display_data", data={"text/plain": "x"},
