@@ -28,7 +28,7 @@ import torch
 from satlib.assess import compare_checkpoints
 from satlib.config import Config, config_from_dict, load_config
 from satlib.data.from_config import prepare_data
-from satlib.runtime import cpu_threads
+from satlib.runtime import cpu_threads, resolve_device
 from satlib.train import train, write_metrics
 
 BASELINES = ("cam", "tscam")  # what `baseline=` may name: the method of the backbone's baseline model
@@ -94,10 +94,14 @@ def _threads(parallel: bool) -> tuple[int, int]:
     return cores - cores // 2, cores // 2
 
 
+def trains_in_parallel(config: Config) -> bool:
+    """Whether the baseline trains in a process of its own beside SAT: on a CPU with 2 or more cores."""
+    return resolve_device(config.train.device).type == "cpu" and cpu_threads() >= 2
+
+
 def _train_both(config: Config, baseline: Config | None, *, progress: bool) -> tuple[dict, dict | None]:
     """Train SAT here and the baseline beside it (another process) or after it, as the cores allow."""
-    parallel = baseline is not None and cpu_threads() >= 2 and torch.device(config.train.device).type != "cuda" \
-        and not (config.train.device == "auto" and torch.cuda.is_available())
+    parallel = baseline is not None and trains_in_parallel(config)
     sat_threads, baseline_threads = _threads(parallel)
     torch.set_num_threads(sat_threads)
     if baseline is None:

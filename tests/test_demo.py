@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from satlib.config import load_config
 from satlib.demo import baseline_recipe, report, run_demo
@@ -70,3 +71,16 @@ def test_baseline_recipe_is_the_same_recipe_for_the_baseline_model(tmp_path):
 def test_sat_alone(tiny_data, tmp_path):
     result = _tiny_demo(tiny_data, tmp_path / "alone", baseline=None)
     assert "trained_cam_gt_known" not in result and not (tmp_path / "alone" / "cam").exists()
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu"])
+def test_the_default_device_decides_where_the_baseline_trains(device, monkeypatch):
+    # "auto" is the CLI's default: it must resolve (not reach torch.device as a name) and, on a CPU
+    # machine with two cores, put the baseline in a process of its own
+    import satlib.demo as demo
+
+    monkeypatch.setattr(demo, "cpu_threads", lambda: 2)
+    config = load_config("synthetic_cpu", [f"train.device={device}"])
+    assert demo.trains_in_parallel(config) is (not torch.cuda.is_available() or device == "cpu")
+    monkeypatch.setattr(demo, "cpu_threads", lambda: 1)
+    assert not demo.trains_in_parallel(config)

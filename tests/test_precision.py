@@ -51,7 +51,8 @@ def test_evaluation_runs_ten_crop_under_autocast_and_scores_fp32(tiny_config, cp
     assert crops and all(enabled for _, enabled, _ in forwards), forwards  # ten crops in the step's precision
     assert all(dtype == torch.bfloat16 for _, _, dtype in forwards)  # the network really ran in bf16
     assert calls and all(c["maps"] == torch.float32 and c["logits"] == torch.float32 for c in calls)
-    assert all(isinstance(value, float) for value in metrics.values())
+    assert metrics.pop("images") == len(test_set)  # a count; every score is a plain float
+    assert metrics and all(isinstance(value, float) for value in metrics.values()), metrics
 
 
 def test_training_step_under_autocast_has_fp32_loss_terms(tiny_config, cpu_autocast, monkeypatch):
