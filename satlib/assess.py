@@ -72,10 +72,16 @@ def method_name(model: torch.nn.Module) -> str:
 
 
 @torch.no_grad()
+def spread_indices(size: int, num: int) -> list[int]:
+    """`num` indices spread evenly over range(size) (all of them when size <= num), first one 0."""
+    num = min(num, size)
+    return [i * size // num for i in range(num)]
+
+
 def visualize_checkpoint(checkpoint: str | Path, *, data_root: str | Path, out: str | Path,
                          dataset: str | None = None, official: bool = False, num: int = 16, cols: int = 4,
                          cam: bool = False, device: str = "auto") -> Path:
-    """A PNG of the first `num` test images: map overlay, predicted box (green) at the checkpoint's
+    """A PNG of `num` test images spread over the split: map overlay, predicted box (green) at the checkpoint's
     best threshold, GT boxes (red), predicted class and IoU in each title, `cols` images a row.
 
     The map is the one the evaluator scores: SAT's loc-token map, or a CAM/TS-CAM baseline's map of the
@@ -91,7 +97,8 @@ def compare_checkpoints(checkpoints: list[str | Path], *, data_root: str | Path,
                         dataset: str | None = None, official: bool = False, num: int = 8, cols: int = 8,
                         own_cam: bool = False, device: str = "auto") -> Path:
     """One figure, one block of rows per checkpoint (e.g. SAT above a trained CAM baseline) on the same
-    first `num` test images, each at its own best threshold and named by its method. `own_cam` adds the
+    `num` test images spread evenly over the split (sorted by class in CUB and the stand-ins, so
+    several classes show), each at its own best threshold and named by its method. `own_cam` adds the
     first checkpoint's own conv-head CAM as a last block. Returns `out`."""
     from satlib.data import collate, denormalize
     from satlib.evaluation import default_thresholds
@@ -103,7 +110,7 @@ def compare_checkpoints(checkpoints: list[str | Path], *, data_root: str | Path,
                                                          official=official, device=device)
         if first is None:
             _, test_set = build_datasets(config, train=False)
-            batch = collate([test_set[i] for i in range(min(num, len(test_set)))])
+            batch = collate([test_set[i] for i in spread_indices(len(test_set), num)])
             labels = batch["labels"].to(device_)
             first = (test_set, batch, config)
         output = model(batch["images"].to(device_))

@@ -33,3 +33,12 @@ def test_panel_and_grid_draw_boxes_and_iou():
     plt.close("all")
     with pytest.raises(ValueError, match="3 images but 2 maps"):
         show_localization_grid(images, maps[:2])
+
+
+def test_checkpoint_figures_spread_their_images_over_the_split():
+    # the stand-ins and CUB list their test images class by class: the first 8 would all be one class
+    from satlib.assess import spread_indices
+
+    assert spread_indices(360, 8) == [0, 45, 90, 135, 180, 225, 270, 315]
+    assert spread_indices(5, 8) == [0, 1, 2, 3, 4]
+    assert spread_indices(0, 8) == []
