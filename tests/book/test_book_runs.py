@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import satlib.data.synthetic
-from satlib.config import Config
+from satlib.config import Config, load_config
 from satlib.notebook import BookRun, Settings, cited_runs
 
 from book_helpers import chapter_notebooks
@@ -26,10 +26,35 @@ CHECKED = "# NBVAL_CHECK_OUTPUT"
 SHARED_USE = "shared_recipe("  # a chapter whose code says this shows the shared run
 
 # The runs each chapter may cite, by chapter: name -> the recipe (chapters that cite other runs add theirs).
+def _constraints_runs(settings: Settings) -> dict[str, Config]:
+    """Chapter 3: the ablation (3 variants x seeds 0, 1), area_thr x 0.5 / 1 / 2, the parts runs."""
+    variants = {"both": [], "no area": ["train.lambda_area=0"], "no norm": ["train.lambda_norm=0"]}
+    runs = {f"{name} seed {seed}": settings.shared_recipe(*extra, f"train.seed={seed}")
+            for seed in (0, 1) for name, extra in variants.items()}
+    shared_thr = settings.shared_recipe().train.area_thr
+    runs.update({f"area_thr {f}": settings.shared_recipe(f"train.area_thr={round(shared_thr * f, 4)}")
+                 for f in (0.5, 1.0, 2.0)})
+    parts = [f"data.root={settings.cache / 'synthetic-parts-96px'}", "train.seed=0"]
+    runs["parts sat"] = load_config("book_parts", parts)
+    runs["parts tscam"] = load_config("book_parts", [*parts, "model.name=tscam_tiny_convstem"])
+    return runs
+
+
+def _training_runs(settings: Settings) -> dict[str, Config]:
+    """Chapter 4: the demo's recipe (configs/synthetic_cpu.yaml, no wall-clock cap) and its baseline."""
+    overrides = [f"data.root={settings.cache / 'synthetic-96px-300'}", "train.time_budget=0"]
+    return {"sat": load_config("synthetic_cpu", overrides),
+            "tscam": load_config("synthetic_cpu", [*overrides, "model.name=tscam_tiny_convstem"])}
+
+
+# The runs each chapter may cite, by chapter: name -> the recipe, as the chapter's code builds it (a chapter
+# whose recipe changes must change here too, or its citations fail as stale).
 RECIPES: dict[str, Callable[[Settings], dict[str, Config]]] = {
     "00_wsol": lambda settings: {"shared": settings.shared_recipe(),
                                  "cam": settings.shared_baseline("cam"),
                                  "tscam": settings.shared_baseline("tscam")},
+    "03_constraints": _constraints_runs,
+    "04_training": _training_runs,
 }
 
 
