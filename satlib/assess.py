@@ -71,13 +71,13 @@ def method_name(model: torch.nn.Module) -> str:
     return METHOD_NAMES.get(method, method)
 
 
-@torch.no_grad()
 def spread_indices(size: int, num: int) -> list[int]:
     """`num` indices spread evenly over range(size) (all of them when size <= num), first one 0."""
     num = min(num, size)
     return [i * size // num for i in range(num)]
 
 
+@torch.no_grad()
 def visualize_checkpoint(checkpoint: str | Path, *, data_root: str | Path, out: str | Path,
                          dataset: str | None = None, official: bool = False, num: int = 16, cols: int = 4,
                          cam: bool = False, device: str = "auto") -> Path:

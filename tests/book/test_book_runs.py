@@ -25,7 +25,6 @@ from book_helpers import chapter_notebooks
 CHECKED = "# NBVAL_CHECK_OUTPUT"
 SHARED_USE = "shared_recipe("  # a chapter whose code says this shows the shared run
 
-# The runs each chapter may cite, by chapter: name -> the recipe (chapters that cite other runs add theirs).
 def _constraints_runs(settings: Settings) -> dict[str, Config]:
     """Chapter 3: the ablation (3 variants x seeds 0, 1), area_thr x 0.5 / 1 / 2, the parts runs."""
     variants = {"both": [], "no area": ["train.lambda_area=0"], "no norm": ["train.lambda_norm=0"]}
