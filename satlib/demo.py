@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from satlib.assess import compare_checkpoints
+from satlib.assess import METHOD_NAMES, compare_checkpoints
 from satlib.config import Config, config_from_dict, load_config
 from satlib.data.from_config import prepare_data
 from satlib.runtime import cpu_threads, resolve_device
@@ -53,7 +53,8 @@ def run_demo(out: str | Path = "runs/demo", *, seed: int = 0, time_budget: float
     root = prepare_data(config)
     data_seconds = time.perf_counter() - started
     baseline_config = baseline_recipe(config, baseline, out) if baseline else None
-    record, baseline_record = _train_both(config, baseline_config, progress=progress)
+    parallel = baseline_config is not None and trains_in_parallel(config)
+    record, baseline_record = _train_both(config, baseline_config, parallel=parallel, progress=progress)
     trivial = trivial_baselines(root)
     runs = [out / "sat" / "checkpoint.pt"] + ([Path(baseline_config.train.out) / "checkpoint.pt"]
                                               if baseline_config else [])
@@ -63,7 +64,7 @@ def run_demo(out: str | Path = "runs/demo", *, seed: int = 0, time_budget: float
         extra.update({f"trained_{baseline}_{key}": baseline_record[key] for key in BASELINE_KEYS})
         extra[f"trained_{baseline}_model"] = baseline_config.model.name
     extra.update(seconds_total=time.perf_counter() - started, seconds_data=data_seconds,
-                 seconds_train=record["time"], seed=seed, threads=_threads(baseline_config is not None)[0],
+                 seconds_train=record["time"], seed=seed, threads=_threads(parallel)[0],
                  figure=figure.name)
     history = json.loads((out / "sat" / "metrics.json").read_text())["history"]
     write_metrics(out / "metrics.json", record, history, **extra)
@@ -99,9 +100,9 @@ def trains_in_parallel(config: Config) -> bool:
     return resolve_device(config.train.device).type == "cpu" and cpu_threads() >= 2
 
 
-def _train_both(config: Config, baseline: Config | None, *, progress: bool) -> tuple[dict, dict | None]:
-    """Train SAT here and the baseline beside it (another process) or after it, as the cores allow."""
-    parallel = baseline is not None and trains_in_parallel(config)
+def _train_both(config: Config, baseline: Config | None, *, parallel: bool,
+                progress: bool) -> tuple[dict, dict | None]:
+    """Train SAT here and the baseline beside it (another process, `parallel`) or after it."""
     sat_threads, baseline_threads = _threads(parallel)
     torch.set_num_threads(sat_threads)
     if baseline is None:
@@ -123,11 +124,10 @@ def _train_in_process(config: dict, threads: int) -> dict:
 def report(record: dict, trivial: dict, seconds: float, *, baseline: str | None = None,
            baseline_record: dict | None = None) -> str:
     """The demo's summary table: SAT, the trained baseline, trivial boxes (and SAT's own head CAM, an aside)."""
-    names = {"cam": "CAM", "tscam": "TS-CAM"}
     rows = [("SAT (loc token map)", record["top1_cls"], record["gt_known"], record["top1_loc"],
              record["best_threshold"])]
     if baseline_record is not None:
-        rows.append((f"{names[baseline]} baseline (trained alone)", baseline_record["top1_cls"],
+        rows.append((f"{METHOD_NAMES[baseline]} baseline (trained alone)", baseline_record["top1_cls"],
                      baseline_record["gt_known"], baseline_record["top1_loc"], baseline_record["best_threshold"]))
     rows += [(f"trivial box: {name.replace('_', ' ')}", None, value, None, None) for name, value in trivial.items()]
     if "cam_gt_known" in record:

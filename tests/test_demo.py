@@ -73,6 +73,17 @@ def test_sat_alone(tiny_data, tmp_path):
     assert "trained_cam_gt_known" not in result and not (tmp_path / "alone" / "cam").exists()
 
 
+def test_a_baseline_trained_after_sat_leaves_sat_every_core(tiny_data, tmp_path, monkeypatch):
+    # where the two cannot train at once (a GPU), they run one after the other, each on every core, and
+    # metrics.json says so (it reported half the cores whenever a baseline was asked for)
+    import satlib.demo as demo
+
+    monkeypatch.setattr(demo, "cpu_threads", lambda: 2)
+    monkeypatch.setattr(demo, "trains_in_parallel", lambda config: False)
+    result = _tiny_demo(tiny_data, tmp_path / "after")
+    assert result["threads"] == 2 and "trained_cam_gt_known" in result
+
+
 @pytest.mark.parametrize("device", ["auto", "cpu"])
 def test_the_default_device_decides_where_the_baseline_trains(device, monkeypatch):
     # "auto" is the CLI's default: it must resolve (not reach torch.device as a name) and, on a CPU
