@@ -18,11 +18,15 @@ carries the one chosen at evaluation), else `default_threshold(protocol)`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from satlib.evaluation import boxes_from_maps, default_thresholds, normalize_maps
+
+if TYPE_CHECKING:
+    from satlib.data.transforms import Normalization
 
 
 @dataclass
@@ -42,27 +46,27 @@ def default_threshold(protocol: str) -> float:
     return float(sweep[len(sweep) // 2])
 
 
-def input_normalization(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def input_normalization(model: nn.Module) -> Normalization:
     """(mean, std) the model's images are normalised with: the run's (`model.input_normalization`, set for a
     model rebuilt from a checkpoint), else its backbone's pretrained cfg, else ImageNet's."""
-    from satlib.data import IMAGENET_MEAN, IMAGENET_STD
+    from satlib.data.transforms import IMAGENET
 
     given = getattr(model, "input_normalization", None)
     if given is not None:
         return given
     cfg = getattr(model, "pretrained_cfg", None) or {}
-    return tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
+    return tuple(cfg.get("mean", IMAGENET[0])), tuple(cfg.get("std", IMAGENET[1]))
 
 
 def model_input(images: Tensor, img_size: tuple[int, int],
-                normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> Tensor:
+                normalization: Normalization | None = None) -> Tensor:
     """Images as the model takes them, (B, 3, H, W) uint8 or float -> (B, 3, *img_size) float, normalized
     (uint8 images only; float images are taken as already normalised) with `normalization` (default ImageNet's)."""
     from torchvision.transforms.v2 import functional as TF
 
-    from satlib.data import IMAGENET_MEAN, IMAGENET_STD
+    from satlib.data.transforms import IMAGENET
 
-    mean, std = normalization or (IMAGENET_MEAN, IMAGENET_STD)
+    mean, std = normalization or IMAGENET
 
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
