@@ -119,7 +119,11 @@ def fit_to_device(config: Config, device: torch.device) -> Config:
     fits (`micro_batches_to_fit`; the same images a step), in place; on a CPU nothing. Returns `config`."""
     if device.type != "cuda":
         return config
-    parts = micro_batches_to_fit(config.train.batch_size, step_memory(config, device), free_bytes(device))
+    try:
+        parts = micro_batches_to_fit(config.train.batch_size, step_memory(config, device), free_bytes(device))
+    except DoesNotFit as err:
+        raise DoesNotFit(f"{config.model.name} at {config.data.img_size} px does not train on {device}: {err}") \
+            from None
     config.train.batch_size //= parts
     config.train.grad_accum *= parts
     return config

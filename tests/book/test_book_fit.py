@@ -66,6 +66,10 @@ def test_a_paper_recipe_is_split_on_a_gpu_and_kept_on_a_cpu(monkeypatch, tmp_pat
     assert (imagenet.train.batch_size, imagenet.train.grad_accum) == (256, 8)  # 2048 images a step, as before
     assert measured == ["sat_deit_small_patch16_224"] * 2  # once per model in a process: 200 and 1000 classes
     assert on_cpu.cub_recipe("train.batch_size=1024").train.grad_accum == 1  # on a CPU: as configured
+    monkeypatch.setattr(fit, "free_bytes", lambda device: 1.5 * GIB)
+    with pytest.raises(DoesNotFit, match=r"sat_deit_small_patch16_224 at 224 px does not train on cuda: one image"):
+        on_gpu.cub_recipe()
+    monkeypatch.setattr(fit, "free_bytes", lambda device: 39.4 * GIB)
     notes = on_gpu.recipe_notes(paper)
     assert "measured on NVIDIA A100-SXM4-40GB: a training step of 256 images holds 20.2 GiB (75 MiB an image) " \
            "of 39.4 GiB free" in notes
