@@ -45,8 +45,8 @@ NOTES = r"where this run differs from the official cub code"  # settings.recipe_
 # Per chapter (and pass): what its real-data branch does, and what it prints there (regular expressions
 # over the executed notebook's text outputs). A branch that was skipped misses its marks and fails.
 BRANCH_MARKS = {
-    "00_wsol": ("the shared run: configs/cub.yaml, DeiT-S, on the CUB stand-in; the notes and the estimate",
-                [r"model: sat_deit_small_patch16_224", NOTES, r"ESTIMATE from FLOPs"]),
+    "00_wsol": ("the shared run: configs/cub.yaml, DeiT-S, on the CUB stand-in; the notes, which point to bench/",
+                [r"model: sat_deit_small_patch16_224", NOTES, r"bench/cost\.py"]),
     "01_token_injection": ("a CUB test photo through the untrained DeiT-S",
                            [r"photo (?!224x224)\d+x\d+ -> x"]),  # a photo of its own size, not the 224-px square
     "02_attention_querying": ("the shared CUB run's attention", [r"sat_deit_small_patch16_224: GT-known"]),

@@ -8,7 +8,7 @@ Each notebook runs top to bottom in a fresh kernel with its own folder as the wo
 nbval runs it). The chapters cache their synthetic data and tiny trained model under $SATLIB_CACHE;
 unless `--keep-cache` is given, the run uses a fresh temporary cache, so the committed outputs show a
 training from scratch (in the first chapter that needs it) rather than a cache hit. The kernels inherit
-this process's environment, so the book's SATLIB_* switches (satlib.notebook) apply to every chapter;
+this process's environment, so the book's SATLIB_* switches (satlib.book) apply to every chapter;
 with a real dataset switched on (SATLIB_CUB_ROOT or SATLIB_IMAGENET_ROOT) $SATLIB_CACHE is kept and
 cells have no time limit, so hours of GPU training are neither cut short nor thrown away. Volatile
 metadata (timings, widget state, the interpreter's version) is stripped and the file is replaced
@@ -28,8 +28,8 @@ import nbformat
 import yaml
 from nbclient import NotebookClient
 
+from satlib.book.widgets import WIDGET_VIEW
 from satlib.files import atomic_write_text
-from satlib.notebook import WIDGET_VIEW
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
@@ -55,7 +55,7 @@ def strip_volatile(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
         for output in cell.get("outputs", []):
             output.get("metadata", {}).pop("transient", None)
             output.pop("transient", None)
-        # live controls (satlib.notebook.explore) have no state once saved: keep the figure they drew
+        # live controls (satlib.book.explore) have no state once saved: keep the figure they drew
         if "outputs" in cell:  # code cells only: a markdown cell with outputs is an invalid notebook
             cell["outputs"] = [output for output in cell["outputs"] if WIDGET_VIEW not in output.get("data", {})]
     return nb

@@ -1,8 +1,9 @@
-"""The paper's recipes as satlib runs them: where a run still differs from the official code, and what a GPU
-run of a recipe needs (an estimate from FLOPs until bench/gpu_suite.py has measured it).
+"""The paper's recipes as satlib runs them: where a run still differs from the official code.
 
     for line in official_differences(config): print(line)
-    print(estimate_gpu_run(config, gpu="H100").describe())
+
+(What a GPU run of a recipe costs is bench/'s question: bench/cost.py estimates it from FLOPs,
+bench/gpu_suite.py measures it.)
 
 `OFFICIAL` holds the official recipe of each dataset, read off the SAT release: train.py and
 evaluator.py (CUB), train_ImageNet.py and evaluator_ImageNet.py (ImageNet). configs/cub.yaml and
@@ -10,11 +11,6 @@ configs/imagenet.yaml are exactly these values (tests/test_recipes.py checks it)
 """
 
 from __future__ import annotations
-
-import math
-from dataclasses import dataclass
-
-import torch
 
 from satlib.config import Config
 
@@ -110,151 +106,3 @@ def _epochs_text(epochs: list[int]) -> str:
     if len(epochs) > 2 and epochs == list(range(epochs[0], epochs[-1] + 1)):
         return f"{epochs[0]}-{epochs[-1]}"
     return ", ".join(map(str, epochs)) or "none"
-
-
-# ----------------------------------------------------------------------------------------------
-# a GPU run's time and memory, estimated
-
-SPLIT_SIZES = {"cub": (5_994, 5_794), "imagenet": (1_281_167, 50_000), "openimages": (29_819, 7_500)}
-# Dense bf16 tensor-core peak (TFLOP/s, datasheet) and memory (GiB) of common cards.
-GPUS = {"A100": (312.0, 80.0), "A100-40GB": (312.0, 40.0), "H100": (989.0, 80.0), "H200": (989.0, 141.0),
-        "L40S": (362.0, 48.0), "L4": (121.0, 24.0), "RTX 4090": (165.0, 24.0)}
-LOADER_IMAGES_PER_WORKER = 225  # 500x375 JPEG decoded and resized to 256 px by one CPU core (bench/RESULTS.md)
-CUDA_CONTEXT_GIB = 1.0  # CUDA context, cuDNN/cuBLAS workspaces and allocator slack, roughly
-
-
-@dataclass(frozen=True)
-class RunEstimate:
-    """What one run of a recipe needs on `gpus` GPUs of a kind: an estimate from FLOPs, not a measurement."""
-
-    recipe: str
-    gpu: str
-    gpus: int
-    utilization: float  # assumed share of the bf16 peak a training step reaches
-    train_gflop_per_image: float  # forward + backward
-    eval_gflop_per_image: float  # forward of the centre crop, plus ten crops with eval.tencrop
-    train_images: int  # over every epoch (drop_last)
-    eval_images: int  # over every evaluation
-    train_hours: float
-    eval_hours: float
-    loader_bound: bool  # the CPU loader, not the GPU, sets the training rate
-    activation_mib_per_image: float
-    memory_gib: float  # peak per GPU at the recipe's micro-batch
-    gpu_memory_gib: float
-    grad_accum_to_fit: int  # the smallest train.grad_accum whose micro-batch fits (1: as configured)
-
-    @property
-    def total_hours(self) -> float:
-        return self.train_hours + self.eval_hours
-
-    def describe(self) -> str:
-        """A few labelled lines for a chapter: the run's time and memory, and what they assume."""
-        fit = ("fits" if self.grad_accum_to_fit == 1 else
-               f"does not fit: divide train.batch_size by {self.grad_accum_to_fit} and multiply "
-               f"train.grad_accum by {self.grad_accum_to_fit} (same images per step)")
-        bound = "the CPU loader" if self.loader_bound else "the GPU"
-        return "\n".join([
-            f"ESTIMATE from FLOPs (not a measurement): the {self.recipe} recipe on {self.gpus}x {self.gpu}",
-            f"  time   ~{_hours(self.total_hours)}: training {_hours(self.train_hours)} "
-            f"({self.train_images:,} images x {self.train_gflop_per_image:.1f} GFLOP, bound by {bound}), "
-            f"evaluation {_hours(self.eval_hours)} ({self.eval_images:,} images x "
-            f"{self.eval_gflop_per_image:.1f} GFLOP)",
-            f"  memory ~{self.memory_gib:.1f} GiB per GPU of {self.gpu_memory_gib:.0f} "
-            f"({self.activation_mib_per_image:.0f} MiB of activations an image): {fit}",
-            f"  assumes {self.utilization:.0%} of the bf16 peak and {LOADER_IMAGES_PER_WORKER} images/s per "
-            f"loader worker; bench/gpu_suite.py measures both"])
-
-
-def _hours(hours: float) -> str:
-    if hours < 1 / 60:
-        return f"{hours * 3600:.0f} s"
-    return f"{hours * 60:.0f} min" if hours < 2 else f"{hours:.1f} h"
-
-
-@dataclass(frozen=True)
-class ModelCost:
-    """One image through a model under bf16 autocast: FLOPs and what autograd keeps for the backward."""
-
-    forward_gflop: float
-    train_gflop: float  # forward + backward
-    activation_mib: float  # tensors saved for the backward, weights excluded
-    parameters: int
-
-
-def model_cost(config: Config) -> ModelCost:
-    """`config`'s model on one image: forward and backward FLOPs counted by torch's FlopCounterMode on the meta
-    device (the explicit attention path, whose matmuls it sees), and the activations autograd saves in a
-    forward under CPU bf16 autocast (what CUDA autocast casts, near enough). A few seconds for DeiT-S."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from satlib.checkpoint import build_model
-    from satlib.losses import SATLoss
-
-    model = build_model(config, with_pretrained=False).train()
-    side, loss_fn = config.data.img_size, SATLoss(config.train.area_thr)
-    saved: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        saved[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autocast("cpu", dtype=torch.bfloat16), \
-            torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        loss_fn(model(torch.randn(1, 3, side, side)), torch.zeros(1, dtype=torch.long))
-    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    activations = sum(size for pointer, size in saved.items() if pointer not in weights)
-    parameters = sum(p.numel() for p in model.parameters())
-
-    model = model.to("meta")
-    if hasattr(model, "set_attn_impl"):
-        model.set_attn_impl("explicit")  # the same FLOPs as the fused kernel, in ops the counter sees
-    forward, backward = FlopCounterMode(display=False), FlopCounterMode(display=False)
-    with forward:
-        loss, _ = loss_fn(model(torch.randn(1, 3, side, side, device="meta")),
-                          torch.zeros(1, dtype=torch.long, device="meta"))
-    with backward:
-        loss.backward()
-    return ModelCost(forward_gflop=forward.get_total_flops() / 1e9,
-                     train_gflop=(forward.get_total_flops() + backward.get_total_flops()) / 1e9,
-                     activation_mib=activations / 2**20, parameters=parameters)
-
-
-def estimate_gpu_run(config: Config, *, gpu: str = "H100", gpus: int = 1, utilization: float = 0.3,
-                     loader_workers: int = 8, cost: ModelCost | None = None) -> RunEstimate:
-    """Time and peak memory of a full run of `config` (its dataset's real split sizes) on `gpus` GPUs of kind
-    `gpu` (a key of `GPUS`): the model's FLOPs at `utilization` of the bf16 peak, a CPU loader of
-    `loader_workers` workers per GPU, the activations autograd saves (`model_cost`, or `cost` if given).
-    An estimate, labelled as one, until bench/gpu_suite.py measures the card."""
-    if gpu not in GPUS:
-        raise ValueError(f"unknown gpu {gpu!r}; expected one of {', '.join(GPUS)}")
-    dataset = config.data.dataset
-    if dataset not in SPLIT_SIZES:
-        raise ValueError(f"no real split sizes for data.dataset={dataset!r} (known: {', '.join(SPLIT_SIZES)})")
-    cost = cost or model_cost(config)
-    peak_tflops, gpu_memory = GPUS[gpu]
-    t = config.train
-    train_split, test_split = SPLIT_SIZES[dataset]
-    step_images = t.batch_size * t.grad_accum
-    train_images = train_split // step_images * step_images * t.epochs
-    eval_images = sum(t.evaluates_after(epoch) for epoch in range(1, t.epochs + 1)) * test_split
-    eval_gflop = cost.forward_gflop * (11 if config.eval.tencrop else 1)  # the centre crop and ten more
-    gflops = peak_tflops * 1e3 * utilization * gpus  # over every GPU
-    loader = LOADER_IMAGES_PER_WORKER * loader_workers * gpus  # images/s
-    train_rate = min(gflops / cost.train_gflop, loader)
-    eval_rate = min(gflops / eval_gflop, loader)
-    state_gib = cost.parameters * 16 / 2**30  # fp32 weights, gradients and AdamW's two moments
-    micro = max(1, t.batch_size // gpus)
-
-    def memory(micro_batch: int) -> float:
-        return CUDA_CONTEXT_GIB + state_gib + micro_batch * cost.activation_mib / 1024
-
-    accum = 1
-    while memory(math.ceil(micro / accum)) > gpu_memory and accum < micro:
-        accum *= 2
-    return RunEstimate(recipe=dataset, gpu=gpu, gpus=gpus, utilization=utilization,
-                       train_gflop_per_image=cost.train_gflop, eval_gflop_per_image=eval_gflop,
-                       train_images=train_images, eval_images=eval_images,
-                       train_hours=train_images / train_rate / 3600, eval_hours=eval_images / eval_rate / 3600,
-                       loader_bound=loader < gflops / cost.train_gflop, activation_mib_per_image=cost.activation_mib,
-                       memory_gib=memory(micro), gpu_memory_gib=gpu_memory, grad_accum_to_fit=accum)

@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SATLIB = ROOT / "satlib"
-DRIVERS = {"train.py", "cli.py", "demo.py", "notebook.py"}  # the loop itself and what runs it (the book's runs too)
+DRIVERS = {"train.py", "cli.py", "demo.py", "book/runs.py"}  # the loop itself and what runs it (the book's runs too)
 # the loop, its schedules, and the two functions chapter 4 prints as the source of one training step
 BOOK_MAY_IMPORT_FROM_TRAIN = {"train", "learning_rate", "constraint_ramp", "run_epoch", "optimizer_step"}
 
@@ -35,6 +35,12 @@ def importers_of(module: str, files) -> list[str]:
 def test_only_the_drivers_import_the_training_loop():
     files = [p for p in SATLIB.rglob("*.py") if p.relative_to(SATLIB).as_posix() not in DRIVERS]
     assert importers_of("satlib.train", files) == []
+
+
+def test_only_the_book_imports_the_book():
+    """satlib.book is the chapters' machinery: `import satlib` never loads it, and no library module uses it."""
+    files = [p for p in SATLIB.rglob("*.py") if not p.is_relative_to(SATLIB / "book")]
+    assert importers_of("satlib.book", files) == []
 
 
 @pytest.mark.parametrize("package", ["data", "evaluation"])

@@ -1,21 +1,11 @@
-"""The paper's recipes: configs/cub.yaml and imagenet.yaml are the official ones; what differs is listed; a GPU
-run's needs are estimated from FLOPs and labelled as an estimate."""
+"""The paper's recipes: configs/cub.yaml and imagenet.yaml are the official ones; what differs is listed.
+(A GPU run's estimated cost: bench/cost.py, tested in tests/bench/test_cost.py.)"""
 
 
 import pytest
 
 from satlib.config import load_config
-from satlib.recipes import (
-    IMPLEMENTATION_DIFFERENCES,
-    OFFICIAL,
-    ModelCost,
-    estimate_gpu_run,
-    model_cost,
-    official_differences,
-)
-
-TINY_DEIT = ["model.name=sat_deit_tiny_patch16_224", "model.kwargs={patch_size: 8, embed_dim: 32, depth: 3, "
-             "num_heads: 2}", "data.img_size=32", "data.resize_size=32", "model.num_classes=3", "model.pretrained=''"]
+from satlib.recipes import IMPLEMENTATION_DIFFERENCES, OFFICIAL, official_differences
 
 
 @pytest.mark.parametrize("recipe", ["cub", "imagenet"])
@@ -52,35 +42,3 @@ def test_every_departure_from_the_recipe_is_named(monkeypatch):
     assert not any("images per optimizer step" in line for line in lines)  # 128 x 2 = the official 256
     assert official_differences(load_config("synthetic_cpu")) == [
         "data.dataset = synthetic: the paper has no official recipe for it"]
-
-
-def test_model_cost_counts_the_models_matmuls_and_convolutions():
-    cost = model_cost(load_config("cub", TINY_DEIT))
-    tokens, width = 16 + 2, 32  # 4x4 patches, cls and loc
-    block = 2 * tokens * width * 3 * width + 2 * 2 * tokens * tokens * width + 2 * tokens * width * width \
-        + 2 * 2 * tokens * width * 4 * width  # qkv, QK^T and AV, projection, MLP
-    expected = 2 * 3 * 8 * 8 * width * 16 + 3 * block + 2 * 9 * width * 3 * 16  # patch embedding, blocks, conv head
-    assert cost.forward_gflop * 1e9 == pytest.approx(expected, rel=1e-3)
-    assert 2.5 < cost.train_gflop / cost.forward_gflop < 3.1  # the backward is about twice the forward
-    assert cost.parameters == 45_859 and cost.activation_mib > 0
-
-
-def test_estimate_is_labelled_and_follows_its_assumptions():
-    config = load_config("imagenet")
-    cost = ModelCost(forward_gflop=10.0, train_gflop=30.0, activation_mib=80.0, parameters=25_000_000)
-    h100 = estimate_gpu_run(config, gpu="H100", cost=cost, loader_workers=1000)  # a loader that keeps up
-    assert h100.describe().startswith("ESTIMATE from FLOPs (not a measurement)")
-    assert h100.train_images == 1_281_167 // 512 * 512 and h100.eval_images == 50_000
-    assert h100.train_hours * 3600 == pytest.approx(h100.train_images * 30.0 / (989e3 * 0.3))
-    assert not h100.loader_bound and h100.grad_accum_to_fit == 1
-    assert h100.memory_gib == pytest.approx(1.0 + 25e6 * 16 / 2**30 + 512 * 80 / 1024)
-    twice = estimate_gpu_run(config, gpu="H100", cost=cost, loader_workers=1000, utilization=0.6)
-    assert twice.train_hours == pytest.approx(h100.train_hours / 2)
-    small = estimate_gpu_run(config, gpu="L4", cost=cost)
-    assert small.grad_accum_to_fit == 2 and "does not fit" in small.describe()
-    slow_loader = estimate_gpu_run(config, gpu="H100", cost=cost, loader_workers=2)
-    assert slow_loader.loader_bound and slow_loader.train_hours > h100.train_hours
-    tencrop = estimate_gpu_run(load_config("cub"), gpu="H100", cost=cost)
-    assert tencrop.eval_gflop_per_image == 11 * 10.0 and tencrop.eval_images == 5 * 5_794
-    with pytest.raises(ValueError, match="unknown gpu 'TPU'"):
-        estimate_gpu_run(config, gpu="TPU", cost=cost)

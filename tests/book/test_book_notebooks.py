@@ -12,6 +12,8 @@ import nbformat
 import pytest
 import yaml
 
+from satlib.book.recipes import GPU_COST
+
 from book_helpers import ROOT, chapter_notebooks, figure_count, removed_outputs, toc_files
 
 CHAPTERS = ["book/00_wsol", "book/01_token_injection", "book/02_attention_querying", "book/03_constraints",
@@ -94,12 +96,12 @@ def test_no_volatile_metadata_or_machine_paths(path):
 
 @pytest.mark.parametrize("path", notebooks())
 def test_first_code_cell_reads_the_switches_through_the_helper(path):
-    """The SATLIB_* switches reach a chapter only through satlib.notebook.setup(), in its first cell, and
+    """The SATLIB_* switches reach a chapter only through satlib.book.setup(), in its first cell, and
     its runs only through settings.run (keyed by config): no pasted flags, no chapter-made cache check."""
     nb = nbformat.read(path, as_version=4)
     assert written(nb), f"{path.name} is still a placeholder"
     first = code_cells(nb)[0].source
-    assert "from satlib.notebook import setup" in first, f"{path.name}: first code cell does not import setup"
+    assert "from satlib.book import setup" in first, f"{path.name}: first code cell does not import setup"
     assert re.search(r"^settings = setup\(\)", first, re.M), f"{path.name}: first code cell does not call setup()"
     for index, cell in enumerate(nb.cells):
         stale = OLD_FLAGS.search(cell.source)
@@ -189,6 +191,6 @@ def test_the_rehearsal_checks_the_real_data_branch_of_every_chapter(monkeypatch,
     nbformat.write(nb, tmp_path / "00_wsol.ipynb")  # the stand-in's branch ran, not CUB's
     with pytest.raises(RuntimeError, match="the real-data branch did not run"):
         rehearse.check_marks(tmp_path / "00_wsol.ipynb", "00_wsol")
-    nb.cells[0].outputs[0].text = "model: sat_deit_small_patch16_224\n" + rehearse.NOTES + "\nESTIMATE from FLOPs\n"
+    nb.cells[0].outputs[0].text = "\n".join(["model: sat_deit_small_patch16_224", rehearse.NOTES, GPU_COST, ""])
     nbformat.write(nb, tmp_path / "00_wsol.ipynb")
     rehearse.check_marks(tmp_path / "00_wsol.ipynb", "00_wsol")

@@ -1,7 +1,7 @@
 """Every chapter cites the cached runs it shows, and they are the runs its recipes give today.
 
 A chapter that shows a run prints `run.cite()` ("run <model>-<digest of the full config>") in a cell
-marked `# NBVAL_CHECK_OUTPUT`. Here the ids are recomputed from satlib.notebook without training, for the
+marked `# NBVAL_CHECK_OUTPUT`. Here the ids are recomputed from satlib.book without training, for the
 settings the committed outputs were executed with (CPU, the synthetic stand-in, short runs, no smoke):
 a chapter whose output cites a run its recipes no longer give (a stale output, or a recipe changed
 under it) fails, and so does a chapter that uses the shared run without citing it.
@@ -17,8 +17,8 @@ import pytest
 import torch
 
 import satlib.data.synthetic
+from satlib.book import BookRun, Settings, cited_runs
 from satlib.config import Config, load_config
-from satlib.notebook import BookRun, Settings, cited_runs
 
 from book_helpers import chapter_notebooks
 

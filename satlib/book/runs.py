@@ -1,0 +1,145 @@
+"""The book's cache of training runs: a chapter asks for the run of a config, and gets the finished run of
+exactly that config, trained now only when no chapter has trained it before.
+
+A run is keyed by its full config (minus the output folder), the device and the smoke switch, so a chapter
+that asks for a run another chapter trained gets that run, and a changed recipe never shows a stale one.
+
+Citing a run: a chapter that shows a cached run prints `run.cite()` (one line, `RUN_CITATION`:
+"run <model>-<12 hex digits of its key>", the run's folder name) in a cell marked
+`# NBVAL_CHECK_OUTPUT`. The id does not depend on where the cache is (a data folder inside it is keyed
+by its place in the cache), so tests/book/test_book_runs.py recomputes, without training, the id of
+every recipe a chapter uses (`settings.run_dir(settings.shared_recipe()).name`, ...) and fails when a
+chapter shows another run, or uses the shared run without citing it (`cited_runs` reads the lines back).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from satlib.book.probe import EPOCH_MAPS, Probe
+from satlib.checkpoint import load_checkpoint, model_from_checkpoint
+from satlib.config import Config
+from satlib.files import atomic_write_text
+from satlib.train import train
+
+FINISHED = "finished.json"  # written into a run's folder once train() returned; holds the run's key
+RUN_CITATION = re.compile(r"^run (?P<id>[\w.]+-[0-9a-f]{12})$", re.M)  # `BookRun.cite`'s line
+CACHE_PLACEHOLDER = "$SATLIB_CACHE"  # a run key's stand-in for the cache folder
+
+
+@dataclass(frozen=True)
+class BookRun:
+    """A finished training run in the book's cache: its folder and how to load it."""
+
+    folder: Path
+    trained: bool  # True: this call trained it; False: it came from the cache
+    device: torch.device
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.folder / "checkpoint.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.folder / "best.pt"
+
+    def load(self, *, best: bool = False) -> tuple[torch.nn.Module, Config, dict]:
+        """(model in eval mode on the run's device, its config, the checkpoint payload)."""
+        return model_from_checkpoint(self.best if best else self.checkpoint, device=self.device)
+
+    @property
+    def id(self) -> str:
+        """The run's name in the cache: `<model>-<12 hex digits of its key>`."""
+        return self.folder.name
+
+    def cite(self) -> str:
+        """The one line a chapter prints to say which run it shows (`RUN_CITATION`; see the module doc)."""
+        return f"run {self.id}"
+
+    def history(self) -> list[dict]:
+        """Every epoch's record, from metrics.json."""
+        return json.loads((self.folder / "metrics.json").read_text())["history"]
+
+    def epoch_maps(self) -> dict:
+        """The probe images' maps after every epoch (`satlib.book.probe.Probe`): "indices" (into the test
+        split, see `probe_indices`), "sat" and "cam" (epochs, images, rows, cols)."""
+        return load_checkpoint(self.folder / EPOCH_MAPS)
+
+
+@dataclass(frozen=True)
+class RunCache:
+    """The runs of one device and smoke switch, kept in `folder` (`$SATLIB_CACHE/book/runs`)."""
+
+    folder: Path
+    cache_root: Path  # $SATLIB_CACHE: a data folder inside it is keyed by its place there
+    device: torch.device
+    smoke: bool = False
+
+    def key(self, config: Config) -> dict:
+        """What identifies a run: the full config on this device without its output folder, and the smoke switch.
+
+        A data folder inside the cache (the stand-in) is keyed by its place there ("$SATLIB_CACHE/book/..."),
+        so a run's id is the same in every cache.
+        """
+        resolved = config.to_dict()
+        resolved["train"] = {**{k: v for k, v in resolved["train"].items() if k != "out"}, "device": str(self.device)}
+        root = Path(resolved["data"]["root"]).expanduser()
+        if root.is_relative_to(self.cache_root):
+            resolved["data"]["root"] = f"{CACHE_PLACEHOLDER}/{root.relative_to(self.cache_root).as_posix()}"
+        return {"config": resolved, "smoke": self.smoke}
+
+    def run_dir(self, config: Config) -> Path:
+        """The folder of `config`'s run: `<folder>/<model>-<12 hex digits of its key>`."""
+        key = json.dumps(self.key(config), sort_keys=True)
+        digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+        return self.folder / f"{config.model.name}-{digest}"
+
+    def finished(self, config: Config) -> BookRun | None:
+        """The finished run of exactly `config` (its key, its probe maps), or None."""
+        folder = self.run_dir(config)
+        marker = folder / FINISHED
+        if (marker.is_file() and json.loads(marker.read_text()) == json.loads(json.dumps(self.key(config)))
+                and (folder / EPOCH_MAPS).is_file()):
+            return BookRun(folder, trained=False, device=self.device)
+        return None
+
+    def run(self, config: Config, *, on_epoch: Callable[[dict], None] | None = None,
+            quiet: bool = True) -> BookRun:
+        """The finished run of exactly `config` on this device, trained now unless the cache has it.
+
+        Sets `config.train.device` to the cache's device and `config.train.out` to the run's folder (so an
+        `on_epoch` callback finds the epoch's checkpoint there); trains a copy, so the caller's config is not
+        changed by training (e.g. `model.num_classes` read from the data). `quiet` (default) keeps the epoch
+        log out of the chapter: it prints what it needs from the run.
+        """
+        config.train.device = str(self.device)
+        folder = self.run_dir(config)
+        config.train.out = str(folder)
+        cached = self.finished(config)
+        if cached is not None:
+            return cached
+        shutil.rmtree(folder, ignore_errors=True)  # an interrupted run of this key: start over
+        probe = Probe(config, self.device)
+
+        def after_epoch(record: dict) -> None:
+            probe.record(folder)
+            if on_epoch is not None:
+                on_epoch(record)
+
+        train(copy.deepcopy(config), progress=False, quiet=quiet, on_epoch=after_epoch)
+        atomic_write_text(folder / FINISHED, json.dumps(self.key(config), indent=1) + "\n")
+        return BookRun(folder, trained=True, device=self.device)
+
+
+def cited_runs(text: str) -> list[str]:
+    """The run ids a chapter's output cites, in order: every `BookRun.cite` line in `text`."""
+    return [match["id"] for match in RUN_CITATION.finditer(text)]
