@@ -1,6 +1,7 @@
 """Figures: an image with its localization map, predicted and GT boxes, and the IoU in the title.
 
-matplotlib is imported on first use. Colours follow the official evaluator's saved images: the
+matplotlib is imported by the functions that draw (it is heavy, and `import satlib` does not need it).
+Colours follow the official evaluator's saved images: the
 map as a jet heatmap blended half and half with the image, the prediction green, the GT red.
 """
 
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch import Tensor
+from torchvision.utils import draw_bounding_boxes
 
 from satlib.evaluation.normalize import normalize_maps
 
@@ -44,8 +46,6 @@ def overlay(image: Tensor | np.ndarray, loc_map: Tensor, box: Sequence[float] | 
     blend = (1 - alpha) * rgb + alpha * colormaps["jet"](heat)[..., :3]
     if box is None:
         return blend
-    from torchvision.utils import draw_bounding_boxes
-
     height, width = blend.shape[:2]
     x0, y0, x1, y1 = (float(v) for v in torch.as_tensor(box).reshape(4))
     corners = torch.tensor([[x0, y0, max(x1 - 1, x0), max(y1 - 1, y0)]])  # inclusive corners
