@@ -82,9 +82,8 @@ def test_evaluation_with_an_empty_shard_on_one_rank(tiny_data, tmp_path):
     """One test image over two ranks: rank 1 evaluates nothing and the counts still agree."""
     from ddp_worker import config_for
 
-    from satlib.checkpoint import build_model
-    from satlib.data.from_config import build_datasets, test_loader
-    from satlib.evaluation.evaluate import evaluate_model
+    from satlib.build import build_datasets, build_model, test_loader
+    from satlib.evaluate import evaluate_model
     from satlib.runtime import Dist
 
     zero, one = _two_ranks("empty_shard", tiny_data, tmp_path / "out")

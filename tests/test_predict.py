@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from satlib.checkpoint import model_from_checkpoint
+import satlib
 from satlib.data.io import decode_rgb, read_bytes
 from satlib.localize import localize
 from satlib.predict import predict_paths
@@ -72,12 +72,13 @@ def test_predict_boxes_scale_back_to_the_original_image(trained_run, tmp_path):
     prediction = report["predictions"][0]
     assert prediction["image_size_wh"] == [128, 64]
 
-    model, config, _ = model_from_checkpoint(trained_run.checkpoint)
+    loaded = satlib.load(trained_run.checkpoint)
+    model, config = loaded.model, loaded.info.config
     assert config.eval.protocol == "sat"  # the rule sat_box_by_hand follows
     path = tmp_path / "wide.png"
     image = decode_rgb(read_bytes(path), path)
     loc_map = model(localize_input(image, config.data.img_size)).loc_map[0].detach().numpy()
     expected = sat_box_by_hand(loc_map, threshold, 64, 128)
-    assert localize(model, image[None], threshold).boxes[0].tolist() == expected
+    assert localize(loaded, image[None], threshold=threshold).boxes[0].tolist() == expected
     assert expected != sat_box_by_hand(loc_map, threshold, *[config.data.img_size] * 2)  # the scaling shows
     assert prediction["box_xyxy"] == expected
