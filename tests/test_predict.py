@@ -82,3 +82,19 @@ def test_predict_boxes_scale_back_to_the_original_image(trained_run, tmp_path):
     assert localize(loaded, image[None], threshold=threshold).boxes[0].tolist() == expected
     assert expected != sat_box_by_hand(loc_map, threshold, *[config.data.img_size] * 2)  # the scaling shows
     assert prediction["box_xyxy"] == expected
+
+
+def test_predict_and_evaluate_take_a_loaded_model(trained_run, tiny_data, tmp_path):
+    """A model loaded once (`satlib.load`) predicts and evaluates as its checkpoint file does."""
+    from satlib.assess import evaluate_checkpoint
+
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    loaded = satlib.load(trained_run.checkpoint)
+    from_file = predict_paths(trained_run.checkpoint, [tmp_path / "a.png"], tmp_path / "file", device="cpu")
+    from_loaded = predict_paths(loaded, [tmp_path / "a.png"], tmp_path / "loaded")
+    assert from_loaded["predictions"] == from_file["predictions"] and from_loaded["checkpoint"] is None
+    assert from_loaded["predictions"][0]["threshold"] == loaded.info.threshold
+    metrics = evaluate_checkpoint(loaded, data_root=tiny_data, device="cpu")
+    assert metrics == evaluate_checkpoint(trained_run.checkpoint, data_root=tiny_data, device="cpu")
+    evaluate_checkpoint(loaded, data_root=tiny_data, protocol="wsoleval", device="cpu")
+    assert loaded.info.config.eval.protocol == loaded.info.protocol == "sat"  # evaluated with a copy of its config
