@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from satlib.checkpoint import build_model
+from satlib.build import build_model
 from satlib.config import Config, load_config
 from satlib.losses import build_loss
 

@@ -7,7 +7,7 @@ line's paper recipes, executed on a CPU in minutes.
 
 Nobody's GPU or dataset is needed: the stand-ins (`satlib data synth --layout cub|imagenet|openimages`)
 hold synthetic photos in the real datasets' own layouts, and `SATLIB_SMOKE=1` keeps every model, recipe,
-reader and code path while capping the work (satlib.runtime.work_limits). In order:
+reader and code path while capping the work (train.max_steps, eval.max_batches: satlib.config.apply_smoke). In order:
 
 1. the three stand-ins and a checkpoint in the official SAT release's format (DeiT-S, DataParallel keys,
    the Gaussian kernel) are written into the scratch folder;

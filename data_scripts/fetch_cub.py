@@ -8,8 +8,6 @@ within --timeout seconds and says which file to download by hand and where to pu
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -19,13 +17,13 @@ from satlib.data.archives import (
     CUB_SEGMENTATIONS_URL,
     CUB_URL,
     DownloadError,
-    atomic_dir,
     check_md5,
     download,
     extract_tar,
 )
 from satlib.data.cub import read_cub
 from satlib.data.records import DataError, Problems
+from satlib.files import atomic_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,14 +55,14 @@ def unpack(archive: Path, member: str, dest: Path) -> None:
     if dest.exists():
         print(f"{dest} exists; leaving it as it is")
         return
-    tmp = atomic_dir(dest)
-    try:
-        extract_tar(archive, tmp)
-        if not (tmp / member).is_dir():
+
+    def fill(work: Path) -> Path:
+        extract_tar(archive, work)
+        if not (work / member).is_dir():
             raise DownloadError(f"{archive}: no {member}/ folder inside")
-        os.replace(tmp / member, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        return work / member
+
+    atomic_dir(dest, fill)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,17 +13,17 @@ Then: build_dataset("imagenet", "<out>", "train" | "test").
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
-from satlib.data.archives import KNOWN_MD5, DownloadError, atomic_dir, check_md5, extract_tar
+from satlib.data.archives import KNOWN_MD5, DownloadError, check_md5, extract_tar
 from satlib.data.convert import imagenet_val_metadata
 from satlib.data.imagenet import class_folders
 from satlib.data.records import DataError
+from satlib.files import atomic_dir
 
 HOW_TO_GET = ("ImageNet needs a login: download ILSVRC2012_img_train.tar (md5 {train}), "
               "ILSVRC2012_img_val.tar (md5 {val}) and ILSVRC2012_bbox_val_v3.tgz from "
@@ -63,19 +63,18 @@ def extract_train(train_tar: Path, out: Path) -> int:
             final = train / wnid
             if final.is_dir():
                 continue
-            tmp = atomic_dir(final)
-            try:
-                with tarfile.open(fileobj=outer.extractfile(member), mode="r|") as inner:
-                    for item in inner:
-                        if item.isfile():
-                            name = Path(item.name).name
-                            with inner.extractfile(item) as src, open(tmp / name, "wb") as dst:
-                                shutil.copyfileobj(src, dst)
-                os.replace(tmp, final)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+            atomic_dir(final, lambda work, member=member: _extract_inner(outer, member, work))
             done += 1
     return done
+
+
+def _extract_inner(outer: tarfile.TarFile, member: tarfile.TarInfo, work: Path) -> None:
+    """The files of one inner (per-class) tar of `outer`, flat in `work`."""
+    with tarfile.open(fileobj=outer.extractfile(member), mode="r|") as inner:
+        for item in inner:
+            if item.isfile():
+                with inner.extractfile(item) as src, open(work / Path(item.name).name, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
 
 
 def extract_val(val_tar: Path, out: Path) -> None:
@@ -83,12 +82,7 @@ def extract_val(val_tar: Path, out: Path) -> None:
     if final.is_dir():
         print(f"{final} exists; leaving it as it is")
         return
-    tmp = atomic_dir(final)
-    try:
-        extract_tar(val_tar, tmp)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    atomic_dir(final, lambda work: extract_tar(val_tar, work))
 
 
 def read_wnids(path: Path | None, out: Path) -> list[str]:

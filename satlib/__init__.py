@@ -2,7 +2,9 @@
 
 __version__ = "0.1.0"
 
+from satlib.build import load
 from satlib.evaluation.visualize import overlay
+from satlib.info import LoadedModel, ModelInfo
 from satlib.localize import Localization, localize
 from satlib.losses import SATLoss, area_loss, gaussian_kernel, normalization_loss
 from satlib.models import (
@@ -17,4 +19,4 @@ from satlib.models import (
 
 __all__ = ["__version__", "SAT", "SATOutput", "SATLoss", "LoadReport", "create_model", "list_models",
            "convert_official_checkpoint", "load_pretrained", "area_loss", "normalization_loss",
-           "gaussian_kernel", "localize", "Localization", "overlay"]
+           "gaussian_kernel", "load", "LoadedModel", "ModelInfo", "localize", "Localization", "overlay"]

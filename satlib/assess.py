@@ -7,56 +7,64 @@ above the trained CAM baseline).
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
 import torch
 
-from satlib.checkpoint import model_from_checkpoint
-from satlib.config import Config
-from satlib.data.from_config import build_datasets, test_loader
-from satlib.evaluation.evaluate import evaluate_model
+from satlib.build import build_datasets, load, test_loader
+from satlib.config import Config, apply_smoke
+from satlib.data import collate, denormalize
+from satlib.evaluate import evaluate_model, scored_maps
+from satlib.evaluation import box_iou, boxes_from_maps, default_thresholds, show_localization
+from satlib.files import atomic_write
+from satlib.info import LoadedModel
 from satlib.runtime import Dist, resolve_device
 
 
-def _load_for_test(checkpoint: str | Path, *, data_root: str | Path, dataset: str | None = None,
-                   official: bool = False, device: str = "auto") -> tuple[torch.nn.Module, Config, dict, torch.device]:
-    """(model in eval mode, its config pointed at `data_root`, the checkpoint payload, the device).
+def _load_for_test(checkpoint: str | Path | LoadedModel, *, data_root: str | Path, dataset: str | None = None,
+                   official: bool = False, device: str = "auto") -> tuple[LoadedModel, Config, torch.device]:
+    """(the loaded model, a copy of its config pointed at `data_root`, the device it is on).
 
-    `dataset` overrides the checkpoint's data.dataset; an official checkpoint reads a CUB folder.
+    `checkpoint` is a file (`satlib.load` reads it) or a model loaded already. `dataset` overrides the
+    checkpoint's data.dataset; an official checkpoint reads a CUB folder.
     """
-    device_ = resolve_device(device)
-    model, config, payload = model_from_checkpoint(checkpoint, official=official, device=device_)
+    loaded = checkpoint if isinstance(checkpoint, LoadedModel) else \
+        load(checkpoint, official=official, device=resolve_device(device))
+    config = copy.deepcopy(loaded.info.config)
     config.data.root = str(data_root)
     if dataset or official:
         config.data.dataset = dataset or "cub"
-    return model, config, payload, device_
+    return loaded, config, next(loaded.model.parameters()).device
 
 
-def evaluate_checkpoint(checkpoint: str | Path, *, data_root: str | Path, dataset: str | None = None,
+def evaluate_checkpoint(checkpoint: str | Path | LoadedModel, *, data_root: str | Path, dataset: str | None = None,
                         official: bool = False, protocol: str | None = None, tencrop: bool | None = None,
                         thresholds: list[float] | None = None, device: str = "auto",
                         skip_bad: bool = False) -> dict:
-    """Localization metrics of a checkpoint on the test split of `data_root`.
+    """Localization metrics of a checkpoint (a file, or a `satlib.load`ed model) on the test split of `data_root`.
 
     Model, input size, protocol and thresholds come from the checkpoint's stored config unless given.
     An official checkpoint (`official=True`) is evaluated as the official evaluator does: 224 crops of
-    256-resized images, the SAT protocol and thresholds, ten-crop classification.
+    256-resized images, the SAT protocol and thresholds, ten-crop classification. Under SATLIB_SMOKE
+    only the first batches are scored (`satlib.config.apply_smoke`).
     """
-    model, config, _, device_ = _load_for_test(checkpoint, data_root=data_root, dataset=dataset,
-                                               official=official, device=device)
+    loaded, config, device_ = _load_for_test(checkpoint, data_root=data_root, dataset=dataset,
+                                             official=official, device=device)
     if official:
         config.eval.tencrop = True
     if protocol:
-        config.eval.protocol = config.data.protocol = protocol
+        config.eval.protocol = protocol
     if tencrop is not None:
         config.eval.tencrop = tencrop
     if thresholds:
         config.eval.thresholds = list(thresholds)
     config.data.skip_bad = skip_bad
+    apply_smoke(config)
     _, test_set = build_datasets(config, train=False)
     loader = test_loader(test_set, config, Dist(device=device_))
-    metrics = evaluate_model(model, loader, config, device_, progress=True)
+    metrics = evaluate_model(loaded.model, loader, config, device_, progress=True)
     if skip_bad:
         metrics["skipped"] = test_set.skipped
     return metrics
@@ -67,8 +75,7 @@ METHOD_NAMES = {"sat": "SAT", "cam": "CAM", "tscam": "TS-CAM"}  # model.method -
 
 def method_name(model: torch.nn.Module) -> str:
     """SAT, CAM or TS-CAM: what the model's `loc_map` is."""
-    method = getattr(model, "method", "sat")
-    return METHOD_NAMES.get(method, method)
+    return METHOD_NAMES.get(model.method, model.method)
 
 
 def spread_indices(size: int, num: int) -> list[int]:
@@ -78,7 +85,7 @@ def spread_indices(size: int, num: int) -> list[int]:
 
 
 @torch.no_grad()
-def visualize_checkpoint(checkpoint: str | Path, *, data_root: str | Path, out: str | Path,
+def visualize_checkpoint(checkpoint: str | Path | LoadedModel, *, data_root: str | Path, out: str | Path,
                          dataset: str | None = None, official: bool = False, num: int = 16, cols: int = 4,
                          cam: bool = False, device: str = "auto") -> Path:
     """A PNG of `num` test images spread over the split: map overlay, predicted box (green) at the checkpoint's
@@ -93,29 +100,25 @@ def visualize_checkpoint(checkpoint: str | Path, *, data_root: str | Path, out: 
 
 
 @torch.no_grad()
-def compare_checkpoints(checkpoints: list[str | Path], *, data_root: str | Path, out: str | Path,
+def compare_checkpoints(checkpoints: list[str | Path | LoadedModel], *, data_root: str | Path, out: str | Path,
                         dataset: str | None = None, official: bool = False, num: int = 8, cols: int = 8,
                         own_cam: bool = False, device: str = "auto") -> Path:
     """One figure, one block of rows per checkpoint (e.g. SAT above a trained CAM baseline) on the same
     `num` test images spread evenly over the split (sorted by class in CUB and the stand-ins, so
     several classes show), each at its own best threshold and named by its method. `own_cam` adds the
-    first checkpoint's own conv-head CAM as a last block. Returns `out`."""
-    from satlib.data import collate, denormalize
-    from satlib.evaluation import default_thresholds
-    from satlib.evaluation.evaluate import scored_maps
-
+    first checkpoint's own conv-head CAM as a last block (files, or models loaded by `satlib.load`). Returns `out`."""
     blocks, first = [], None
     for path in checkpoints:
-        model, config, payload, device_ = _load_for_test(path, data_root=data_root, dataset=dataset,
-                                                         official=official, device=device)
+        (model, info), config, device_ = _load_for_test(path, data_root=data_root, dataset=dataset,
+                                                        official=official, device=device)
         if first is None:
             _, test_set = build_datasets(config, train=False)
             batch = collate([test_set[i] for i in spread_indices(len(test_set), num)])
             labels = batch["labels"].to(device_)
             first = (test_set, batch, config)
         output = model(batch["images"].to(device_))
-        metrics = payload.get("metrics") or {}
-        threshold = payload.get("best_threshold") or default_thresholds(config.eval.protocol)[0]
+        metrics = info.metrics
+        threshold = info.threshold or default_thresholds(config.eval.protocol)[0]
         names = test_set.class_names
         classes = [names[i] if names else str(i) for i in output.logits.argmax(-1).tolist()]
         blocks.append((method_name(model), scored_maps(output, labels).float(), threshold,
@@ -135,9 +138,7 @@ def compare_checkpoints(checkpoints: list[str | Path], *, data_root: str | Path,
 def _localization_figure(images: torch.Tensor, gt_boxes: list[torch.Tensor], blocks: list[tuple], config: Config, *,
                          cols: int, named: bool, panel_size: float = 2.4):
     """One block of rows per (name, maps (B, rows, cols), threshold, GT-known or None, predicted class names)."""
-    import matplotlib.pyplot as plt
-
-    from satlib.evaluation import box_iou, boxes_from_maps, show_localization
+    import matplotlib.pyplot as plt  # heavy, and only the figures need it
 
     cols = min(cols, len(images))
     rows_per_block = math.ceil(len(images) / cols)
@@ -160,9 +161,7 @@ def _localization_figure(images: torch.Tensor, gt_boxes: list[torch.Tensor], blo
 
 
 def _save_png(figure, out: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    from satlib.files import atomic_write
+    import matplotlib.pyplot as plt  # heavy, and only the figures need it
 
     atomic_write(out, lambda f: figure.savefig(f, format="png", dpi=100, bbox_inches="tight"))
     plt.close(figure)

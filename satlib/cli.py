@@ -17,14 +17,23 @@ import os
 import sys
 from pathlib import Path
 
+from satlib.assess import evaluate_checkpoint, visualize_checkpoint
+from satlib.config import choices, load_config, packaged_recipes
+from satlib.data.cub import read_split_boxes
+from satlib.data.standins import LAYOUTS as STANDIN_LAYOUTS
+from satlib.data.standins import make_standin
+from satlib.data.synthetic import VARIANTS as SYNTHETIC_VARIANTS
+from satlib.data.synthetic import make_synthetic_dataset
+from satlib.demo import BASELINES as DEMO_BASELINES
+from satlib.demo import run_demo
+from satlib.evaluation import trivial_baselines
+from satlib.files import atomic_write_text
+from satlib.predict import predict_paths
+from satlib.train import train
+
 
 def _data_synth(args: argparse.Namespace) -> int:
-    from satlib.data.synthetic import make_synthetic_dataset
-    from satlib.evaluation.baselines import trivial_baselines
-
     if args.layout:
-        from satlib.data.standins import make_standin
-
         sides = (args.size // 2, args.size) if args.size else (200, 400)
         out = make_standin(args.out, args.layout, num_classes=args.num_classes or 4, per_class=args.per_class or 10,
                            seed=args.seed, sides=sides, variant=args.variant)
@@ -32,7 +41,7 @@ def _data_synth(args: argparse.Namespace) -> int:
         return 0
     out = make_synthetic_dataset(args.out, num_classes=args.num_classes or 6, per_class=args.per_class or 200,
                                  size=args.size or 96, seed=args.seed, variant=args.variant)
-    baselines = trivial_baselines(out)
+    baselines = trivial_baselines(*read_split_boxes(out))
     print(f"wrote {out}; trivial GT-known on the test split: "
           + ", ".join(f"{name} {value:.1f}%" for name, value in baselines.items()))
     return 0
@@ -50,8 +59,6 @@ _TRAIN_FLAGS = {
 
 def _train_config(args: argparse.Namespace, extra: list[str]):
     """Config file, then the named flags, then `section.key=value` overrides (later wins)."""
-    from satlib.config import load_config
-
     overrides = [f"{key}={getattr(args, flag)}" for flag, key in _TRAIN_FLAGS.items()
                  if getattr(args, flag, None) is not None]
     overrides += [text.lstrip("-") for text in extra]
@@ -62,8 +69,6 @@ def _train_config(args: argparse.Namespace, extra: list[str]):
 
 
 def _train(args: argparse.Namespace, extra: list[str]) -> int:
-    from satlib.train import train
-
     config = _train_config(args, extra)
     record = train(config, resume=args.resume, progress=not args.quiet)
     print(json.dumps({k: v for k, v in record.items() if isinstance(v, (int, float))}, indent=2))
@@ -71,23 +76,17 @@ def _train(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from satlib.assess import evaluate_checkpoint
-
     metrics = evaluate_checkpoint(args.checkpoint, data_root=args.data_root, dataset=args.dataset,
                                   official=args.official, protocol=args.protocol, tencrop=args.tencrop,
                                   thresholds=args.thresholds, device=args.device, skip_bad=args.skip_bad)
     text = json.dumps(metrics, indent=2)
     print(text)
     if args.json:
-        from satlib.files import atomic_write_text
-
         atomic_write_text(args.json, text + "\n")
     return 0
 
 
 def _visualize(args: argparse.Namespace) -> int:
-    from satlib.assess import visualize_checkpoint
-
     path = visualize_checkpoint(args.checkpoint, data_root=args.data_root, out=args.out, dataset=args.dataset,
                                 official=args.official, num=args.num, cam=args.cam, device=args.device)
     print(f"wrote {path}")
@@ -95,8 +94,6 @@ def _visualize(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from satlib.predict import predict_paths
-
     report = predict_paths(args.checkpoint, args.inputs, args.out, official=args.official,
                            threshold=args.threshold, device=args.device)
     print(f"{len(report['predictions'])} image(s) localized, {len(report['skipped'])} skipped; "
@@ -107,19 +104,12 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from satlib.demo import run_demo
-
     run_demo(out=args.out, seed=args.seed, time_budget=args.time_budget, device=args.device,
              baseline=None if args.baseline == "none" else args.baseline)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from satlib.config import choices, packaged_recipes
-    from satlib.data.standins import LAYOUTS as STANDIN_LAYOUTS
-    from satlib.data.synthetic import VARIANTS as SYNTHETIC_VARIANTS
-    from satlib.demo import BASELINES as DEMO_BASELINES
-
     parser = argparse.ArgumentParser(prog="satlib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)

@@ -8,13 +8,24 @@ A config file has up to four sections, each a flat mapping of the fields below:
 Every checkpoint stores the resolved config (`asdict(config)`), so evaluation and prediction rebuild
 the same model and input size from the checkpoint alone. A field with a fixed set of choices is typed
 `Literal[...]` and checked when the file or override is read (`choices("data.dataset")` lists them).
+A key that moved (`MOVED`) is an error naming its new place in a file or override, and is mapped
+silently in a checkpoint's stored config, so that older checkpoints still load.
+
+`SATLIB_SMOKE=1` in the environment keeps every model, recipe, dataset reader and code path and only
+caps the work, through config fields that `apply_smoke` sets on every config `load_config` returns
+(and on the config a checkpoint is evaluated with): `train.max_steps` (2 optimizer steps),
+`train.batch_size` (at most 8 images a step), `eval.max_batches` (2 batches), `eval.batch_size` (8),
+and `model.pretrained: timm` becomes random init (nothing is downloaded; a local weights file still
+loads). `apply_smoke` is the one reader of the switch.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -41,8 +52,7 @@ class DataConfig:
     dataset: Literal["synthetic", "cub", "imagenet", "openimages"] = "synthetic"
     root: str = ""  # dataset folder; for `synthetic`, where the generated set is cached
     img_size: int = 224  # the crop the model sees
-    resize_size: int = 256  # resize before the crop (official: 256 -> 224)
-    protocol: Literal["sat", "wsoleval"] = "sat"  # test-time geometry and box convention
+    resize_size: int = 256  # resize before the crop (official: 256 -> 224); the test-time geometry is eval.protocol's
     per_class: int = 0  # > 0: few-shot training subset of that many images per class
     workers: int = -1  # -1 = choose from the machine
     skip_bad: bool = False  # log and skip unreadable images / malformed rows instead of failing
@@ -78,21 +88,23 @@ class TrainConfig:
     eval_start: int = 0  # no evaluation before this epoch (1-based) but the last; official CUB: from 26
     time_budget: float = 0.0  # seconds; > 0 is a safety cap: the run stops early (not the reference result)
     log_every: int = 20
+    max_steps: int = 0  # optimizer steps over all epochs; 0 = no cap (SATLIB_SMOKE: 2; the run is marked "smoke")
 
     def evaluates_after(self, epoch: int) -> bool:
         """Whether a run evaluates after epoch `epoch` (1-based): the last one, and every `eval_every`-th from
-        `eval_start` on (a run the time cap or SATLIB_SMOKE stops also evaluates where it stops)."""
+        `eval_start` on (a run the time cap or `max_steps` stops also evaluates where it stops)."""
         return epoch >= self.epochs or (self.eval_every > 0 and epoch >= self.eval_start
                                         and epoch % self.eval_every == 0)
 
 
 @dataclass
 class EvalConfig:
-    protocol: Literal["sat", "wsoleval"] = "sat"  # see satlib.evaluation
+    protocol: Literal["sat", "wsoleval"] = "sat"  # test-time geometry and box convention (satlib.evaluation)
     thresholds: list = field(default_factory=list)  # empty = the protocol's own list
     iou_thresholds: list = field(default_factory=lambda: [30, 50, 70])
     tencrop: bool = False
     batch_size: int = 128
+    max_batches: int = 0  # batches of one evaluation (per process); 0 = all (SATLIB_SMOKE: 2)
 
 
 @dataclass
@@ -138,7 +150,13 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
     return value
 
 
+MOVED = {"data.protocol": "eval.protocol"}  # old key -> where it lives now
+
+
 def _set(config: Config, dotted: str, value: Any, source: str) -> None:
+    if dotted in MOVED:
+        raise ConfigError(f"{source}: '{dotted}' moved to '{MOVED[dotted]}' (one field sets both the test-time "
+                          f"geometry and the box convention)")
     section_name, _, key = dotted.partition(".")
     section = getattr(config, section_name, None) if section_name in _SECTIONS else None
     if section is None or not key:
@@ -187,7 +205,8 @@ def _looks_numeric(text: str) -> bool:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> Config:
-    """Defaults, then the YAML file at `path`, then each `section.key=value` override in order."""
+    """Defaults, then the YAML file at `path`, then each `section.key=value` override in order, then the
+    smoke caps when `SATLIB_SMOKE=1` (`apply_smoke`)."""
     config = Config()
     if path is not None:
         path = resolve_config_path(path)
@@ -197,7 +216,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
     for text in overrides:
         key, value = parse_override(text)
         _set(config, key, value, f"override '{text}'")
-    return config
+    return apply_smoke(config)
 
 
 PACKAGED_CONFIGS = Path(__file__).parent / "configs"
@@ -230,5 +249,64 @@ def choices(dotted: str) -> tuple[str, ...]:
 
 
 def config_from_dict(mapping: dict, source: str = "checkpoint") -> Config:
-    """Rebuild a Config stored by `Config.to_dict()` (e.g. in a checkpoint)."""
-    return apply_mapping(Config(), mapping, source)
+    """Rebuild a Config stored by `Config.to_dict()` (e.g. in a checkpoint); a key that has since moved
+    (`MOVED`) is read at its new place unless the mapping also has that one."""
+    return apply_mapping(Config(), _moved_keys(mapping), source)
+
+
+def _moved_keys(mapping: dict) -> dict:
+    """`mapping` with each `MOVED` key at its new place (the new one wins when both are there)."""
+    if not isinstance(mapping, dict):
+        return mapping
+    mapping = {name: dict(values) if isinstance(values, dict) else values for name, values in mapping.items()}
+    for old, new in MOVED.items():
+        (old_section, old_key), (new_section, new_key) = old.split("."), new.split(".")
+        values = mapping.get(old_section)
+        if not isinstance(values, dict) or old_key not in values:
+            continue
+        value = values.pop(old_key)
+        target = mapping.setdefault(new_section, {})
+        if isinstance(target, dict):
+            target.setdefault(new_key, value)
+    return mapping
+
+
+# ----------------------------------------------------------------------------------------------
+# the smoke switch: every code path, a capped amount of work
+
+SMOKE_ENV = "SATLIB_SMOKE"
+SMOKE_STEPS = 2  # train.max_steps
+SMOKE_STEP_IMAGES = 8  # images per optimizer step, over every process and accumulated micro-batch
+SMOKE_EVAL_BATCHES = 2  # eval.max_batches
+SMOKE_EVAL_BATCH_SIZE = 8  # eval.batch_size
+
+
+def smoke() -> bool:
+    """Whether `SATLIB_SMOKE` asks for a smoke run ("1", "true", "yes", "on"; unset, "", "0", "false" = no)."""
+    value = os.environ.get(SMOKE_ENV, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{SMOKE_ENV}={value!r}: expected 1 (smoke run) or 0")
+
+
+def apply_smoke(config: Config, *, world: int | None = None) -> Config:
+    """Under `SATLIB_SMOKE=1`, cap `config`'s work in place (see the module docstring); else leave it as it is.
+
+    `world` is the number of training processes (default: torchrun's WORLD_SIZE, else 1): a smoke step
+    keeps at least one image per process, and its batch a multiple of them.
+    """
+    if not smoke():
+        return config
+    t, e = config.train, config.eval
+    world = world or int(os.environ.get("WORLD_SIZE", 1))
+    t.max_steps = min(t.max_steps, SMOKE_STEPS) if t.max_steps else SMOKE_STEPS
+    t.batch_size = min(t.batch_size, max(world, SMOKE_STEP_IMAGES // max(t.grad_accum, 1) // world * world))
+    e.max_batches = min(e.max_batches, SMOKE_EVAL_BATCHES) if e.max_batches else SMOKE_EVAL_BATCHES
+    e.batch_size = min(e.batch_size, SMOKE_EVAL_BATCH_SIZE)
+    if config.model.pretrained == "timm":
+        warnings.warn(f"{SMOKE_ENV}=1: model.pretrained=timm skipped, {config.model.name} starts from random "
+                      f"weights (nothing is downloaded; a smoke run checks code paths, not results)", stacklevel=2)
+        config.model.pretrained = ""
+    return config

@@ -26,10 +26,14 @@ from pathlib import Path
 import torch
 
 from satlib.assess import METHOD_NAMES, compare_checkpoints
+from satlib.build import prepare_data
 from satlib.config import Config, config_from_dict, load_config
-from satlib.data.from_config import prepare_data
+from satlib.data.cub import read_split_boxes
+from satlib.evaluation import trivial_baselines
+from satlib.files import write_metrics
+from satlib.models import baseline_name
 from satlib.runtime import cpu_threads, resolve_device
-from satlib.train import train, write_metrics
+from satlib.train import train
 
 BASELINES = ("cam", "tscam")  # what `baseline=` may name: the method of the backbone's baseline model
 BASELINE_KEYS = ("top1_cls", "gt_known", "top1_loc", "best_threshold", "time")  # reported as trained_<m>_<key>
@@ -42,8 +46,6 @@ def run_demo(out: str | Path = "runs/demo", *, seed: int = 0, time_budget: float
 
     `baseline` names the trained baseline beside SAT ("cam", "tscam"; None: SAT alone).
     """
-    from satlib.evaluation.baselines import trivial_baselines
-
     started = time.perf_counter()
     out = Path(out)
     config = load_config(recipe, [f"train.seed={seed}", f"train.device={device}", *overrides,
@@ -55,7 +57,7 @@ def run_demo(out: str | Path = "runs/demo", *, seed: int = 0, time_budget: float
     baseline_config = baseline_recipe(config, baseline, out) if baseline else None
     parallel = baseline_config is not None and trains_in_parallel(config)
     record, baseline_record = _train_both(config, baseline_config, parallel=parallel, progress=progress)
-    trivial = trivial_baselines(root)
+    trivial = trivial_baselines(*read_split_boxes(root))
     runs = [out / "sat" / "checkpoint.pt"] + ([Path(baseline_config.train.out) / "checkpoint.pt"]
                                               if baseline_config else [])
     figure = compare_checkpoints(runs, data_root=root, out=out / "demo.png", num=8, cols=8, device=device)
@@ -78,11 +80,8 @@ def baseline_recipe(config: Config, method: str, out: Path) -> Config:
     """The same recipe for the baseline `method` of the config's backbone (sat_tiny_convstem -> cam_tiny_convstem)."""
     if method not in BASELINES:
         raise ValueError(f"baseline={method!r}: expected one of {BASELINES} or None")
-    name = config.model.name
-    if not name.startswith("sat_"):
-        raise ValueError(f"model.name={name!r}: the demo's baselines replace the sat_ prefix of a SAT model")
     baseline = config_from_dict(config.to_dict(), source="demo recipe")
-    baseline.model.name = f"{method}_{name.removeprefix('sat_')}"
+    baseline.model.name = baseline_name(config.model.name, method)
     baseline.train.out = str(out / method)
     return baseline
 

@@ -1,32 +1,34 @@
 """One call from a model and a batch of images to maps, boxes and classes, for SAT and its baselines alike.
 
-    found = satlib.localize(model, images)   # images (B, 3, H, W): uint8, or normalized as in training
+    found = satlib.localize(satlib.load("run/best.pt"), images)  # images (B, 3, H, W): uint8, or normalized
     found.maps     (B, H, W) in [0, 1], at the images' own resolution
     found.boxes    (B, 4) xyxy in the images' pixels
     found.labels   (B,) predicted classes, found.scores (B,) their softmax probabilities
 
 The map is the model's `loc_map`: the loc token's map for SAT, the predicted class's map for the CAM
 and TS-CAM baselines. Images of another size than the model's input are resized to it whole (no crop,
-antialiased) and the maps and boxes come back at the images' size. uint8 images are normalized as
-the model's training images were (`input_normalization`: the backbone's mean and std, ImageNet's for
-DeiT and the conv stem, OpenAI's for CLIP). The box follows the protocol's rule
+antialiased) and the maps and boxes come back at the images' size. The box follows the protocol's rule
 (`satlib.evaluation.boxes`; SAT's: min-max normalise, bilinear resize, largest 8-connected region above
-the threshold); the threshold is the model's `best_threshold` (a model rebuilt from a satlib checkpoint
-carries the one chosen at evaluation), else `default_threshold(protocol)`.
+the threshold).
+
+What the model was trained with comes from its `ModelInfo` (a `LoadedModel` from `satlib.load`, or
+`info=`): uint8 images are normalized as its training images were, the threshold is the one chosen at
+evaluation and the protocol its run's. A bare `nn.Module` gets the protocol's defaults (SAT's, and
+`default_threshold(protocol)`) and its backbone's pretrained normalisation (timm's `pretrained_cfg`:
+ImageNet's for DeiT and the conv stem, OpenAI's for CLIP). Explicit `threshold=` and `protocol=` win.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
+from torchvision.transforms.v2 import functional as TF
 
+from satlib.data.transforms import IMAGENET, Normalization
 from satlib.evaluation import boxes_from_maps, default_thresholds, normalize_maps
-
-if TYPE_CHECKING:
-    from satlib.data.transforms import Normalization
+from satlib.info import LoadedModel, ModelInfo
 
 
 @dataclass
@@ -46,14 +48,11 @@ def default_threshold(protocol: str) -> float:
     return float(sweep[len(sweep) // 2])
 
 
-def input_normalization(model: nn.Module) -> Normalization:
-    """(mean, std) the model's images are normalised with: the run's (`model.input_normalization`, set for a
-    model rebuilt from a checkpoint), else its backbone's pretrained cfg, else ImageNet's."""
-    from satlib.data.transforms import IMAGENET
-
-    given = getattr(model, "input_normalization", None)
-    if given is not None:
-        return given
+def input_normalization(model: nn.Module, info: ModelInfo | None = None) -> Normalization:
+    """(mean, std) the model's images are normalised with: its run's (`info`), else its backbone's pretrained cfg
+    (timm's declared `pretrained_cfg`), else ImageNet's."""
+    if info is not None:
+        return info.normalization
     cfg = getattr(model, "pretrained_cfg", None) or {}
     return tuple(cfg.get("mean", IMAGENET[0])), tuple(cfg.get("std", IMAGENET[1]))
 
@@ -62,10 +61,6 @@ def model_input(images: Tensor, img_size: tuple[int, int],
                 normalization: Normalization | None = None) -> Tensor:
     """Images as the model takes them, (B, 3, H, W) uint8 or float -> (B, 3, *img_size) float, normalized
     (uint8 images only; float images are taken as already normalised) with `normalization` (default ImageNet's)."""
-    from torchvision.transforms.v2 import functional as TF
-
-    from satlib.data.transforms import IMAGENET
-
     mean, std = normalization or IMAGENET
 
     if images.ndim != 4 or images.shape[1] != 3:
@@ -78,25 +73,28 @@ def model_input(images: Tensor, img_size: tuple[int, int],
 
 
 @torch.no_grad()
-def localize(model: nn.Module, images: Tensor, threshold: float | None = None, *,
-             protocol: str | None = None) -> Localization:
+def localize(model: LoadedModel | nn.Module, images: Tensor, *, info: ModelInfo | None = None,
+             threshold: float | None = None, protocol: str | None = None) -> Localization:
     """Maps (B, H, W) in [0, 1], boxes (B, 4) xyxy, predicted labels and scores of images (B, 3, H, W).
 
-    `threshold` defaults to the model's `best_threshold`, else the protocol's default; `protocol` to the
-    model's `eval_protocol`, else "sat". The model runs in eval mode on its own device; the result is
-    on that device.
+    `model` is a `LoadedModel` (`satlib.load`) or a bare module with `info` (or None: the defaults, see the
+    module docstring). `threshold` defaults to the info's, else the protocol's default; `protocol` to the
+    info's, else "sat". The model runs in eval mode on its own device; the result is on that device.
     """
-    protocol = protocol or getattr(model, "eval_protocol", None) or "sat"
-    if threshold is None:
-        threshold = getattr(model, "best_threshold", None)
+    if isinstance(model, LoadedModel):
+        model, info = model.model, info or model.info
+    protocol = protocol or (info.protocol if info is not None else "sat")
+    if threshold is None and info is not None:
+        threshold = info.threshold
     if threshold is None:
         threshold = default_threshold(protocol)
     device = next(model.parameters()).device
     height, width = images.shape[-2:]
+    img_size = (info.img_size, info.img_size) if info is not None else model.img_size
     was_training = model.training
     model.eval()
     try:
-        out = model(model_input(images.to(device), model.img_size, input_normalization(model)))
+        out = model(model_input(images.to(device), img_size, input_normalization(model, info)))
     finally:
         model.train(was_training)
     loc_map = out.loc_map.float()

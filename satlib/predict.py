@@ -12,10 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
-from satlib.checkpoint import model_from_checkpoint
+from satlib.build import load
+from satlib.data.io import decode_rgb, read_bytes
 from satlib.evaluation.visualize import overlay
 from satlib.files import atomic_write, atomic_write_text
+from satlib.info import LoadedModel
 from satlib.localize import localize
 from satlib.runtime import resolve_device
 
@@ -37,19 +40,18 @@ def list_images(inputs: list[str | Path]) -> tuple[list[Path], list[dict]]:
 
 
 @torch.no_grad()
-def predict_paths(checkpoint: str | Path, inputs: list[str | Path], out: str | Path, *, official: bool = False,
-                  threshold: float | None = None, device: str = "auto") -> dict:
+def predict_paths(checkpoint: str | Path | LoadedModel, inputs: list[str | Path], out: str | Path, *,
+                  official: bool = False, threshold: float | None = None, device: str = "auto") -> dict:
     """Class, score and box (original-image pixels, xyxy) for every image; overlays (each at its image's
     resolution) and predictions.json in `out`.
 
-    The threshold defaults to the checkpoint's best one (`satlib.localize`). Unreadable files are
-    reported under "skipped" and never stop the run.
+    `checkpoint` is a file (`satlib.load` reads it, `official` and `device` as there) or a model loaded
+    already. The threshold defaults to the checkpoint's best one (`satlib.localize`). Unreadable files
+    are reported under "skipped" and never stop the run.
     """
-    from satlib.data.io import decode_rgb, read_bytes
-
-    device_ = resolve_device(device)
-    model, _, payload = model_from_checkpoint(checkpoint, official=official, device=device_)
-    names = payload.get("class_names") or []
+    loaded = checkpoint if isinstance(checkpoint, LoadedModel) else \
+        load(checkpoint, official=official, device=resolve_device(device))
+    names = loaded.info.class_names
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files, skipped = list_images(inputs)
@@ -60,7 +62,7 @@ def predict_paths(checkpoint: str | Path, inputs: list[str | Path], out: str | P
         except (ValueError, OSError, RuntimeError) as err:
             skipped.append({"file": str(path), "error": str(err)})
             continue
-        found = localize(model, image[None], threshold)
+        found = localize(loaded, image[None], threshold=threshold)
         label, box = int(found.labels[0]), found.boxes[0].cpu()
         h, w = image.shape[-2:]
         record = {"file": str(path), "class_index": label, "class_name": names[label] if names else None,
@@ -70,15 +72,14 @@ def predict_paths(checkpoint: str | Path, inputs: list[str | Path], out: str | P
         picture = overlay(image, found.maps[0].cpu(), box, label=caption)
         record["overlay"] = _write_png(out / f"{len(predictions):04d}_{path.stem}.png", picture)
         predictions.append(record)
-    report = {"checkpoint": str(checkpoint), "predictions": predictions, "skipped": skipped}
+    source = None if isinstance(checkpoint, LoadedModel) else str(checkpoint)  # None: a model loaded already
+    report = {"checkpoint": source, "predictions": predictions, "skipped": skipped}
     atomic_write_text(out / "predictions.json", json.dumps(report, indent=2) + "\n")
     return report
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> str:
     """An (H, W, 3) float RGB array in [0, 1] as an H×W PNG at `path`; returns the file name."""
-    from PIL import Image
-
     pixels = Image.fromarray(np.round(rgb * 255).astype(np.uint8))
     atomic_write(path, lambda f: pixels.save(f, format="PNG"))
     return path.name

@@ -1,13 +1,9 @@
 """Where a process runs and how: device, torchrun's process group, seeds and RNG state, autocast, TF32,
-threads, and how much work a run may do (the smoke switch).
+threads.
 
 Training, evaluation, prediction, the demo and the book all need these; none of them belongs to the
 training loop. DDP as in nanoGPT: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK, rank 0 is the master.
-
-`SATLIB_SMOKE=1` in the environment keeps every model, recipe, dataset reader and code path and only
-caps the work (`work_limits()`): a training run stops after 2 optimizer steps of at most 8 images, an
-evaluation after 2 batches of at most 8 images, and `pretrained: timm` starts from random weights
-(nothing is downloaded; a local weights file still loads).
+How much work a run may do (the smoke switch) is config: `satlib.config.apply_smoke`.
 """
 
 from __future__ import annotations
@@ -65,51 +61,6 @@ def setup_distributed(device_name: str = "auto") -> Dist:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return Dist(rank, world, local_rank, device)
-
-
-# ----------------------------------------------------------------------------------------------
-# the smoke switch: every code path, a capped amount of work
-
-SMOKE_ENV = "SATLIB_SMOKE"
-
-
-@dataclass(frozen=True)
-class WorkLimits:
-    """Caps on a run's work; 0 = no cap."""
-
-    train_steps: int = 0  # optimizer steps of a training run (over all its epochs)
-    step_images: int = 0  # images per optimizer step, over every rank and accumulated micro-batch
-    eval_batches: int = 0  # batches of one evaluation (per rank)
-    eval_batch_size: int = 0  # images per evaluation batch
-    random_init: bool = False  # `pretrained: timm` starts from random weights (no download)
-
-    def train_batch_size(self, batch_size: int, grad_accum: int, world: int) -> int:
-        """The global micro-batch under `step_images` (a multiple of `world`, at least one image per rank)."""
-        if not self.step_images:
-            return batch_size
-        return min(batch_size, max(world, self.step_images // max(grad_accum, 1) // world * world))
-
-    def eval_batch(self, batch_size: int) -> int:
-        """An evaluation batch size under `eval_batch_size`."""
-        return min(batch_size, self.eval_batch_size) if self.eval_batch_size else batch_size
-
-
-SMOKE_LIMITS = WorkLimits(train_steps=2, step_images=8, eval_batches=2, eval_batch_size=8, random_init=True)
-
-
-def smoke() -> bool:
-    """Whether `SATLIB_SMOKE` asks for a smoke run ("1", "true", "yes", "on"; unset, "", "0", "false" = no)."""
-    value = os.environ.get(SMOKE_ENV, "").strip().lower()
-    if value in ("", "0", "false", "no", "off"):
-        return False
-    if value in ("1", "true", "yes", "on"):
-        return True
-    raise ValueError(f"{SMOKE_ENV}={value!r}: expected 1 (smoke run) or 0")
-
-
-def work_limits() -> WorkLimits:
-    """`SMOKE_LIMITS` under `SATLIB_SMOKE=1`, else no caps: the one place that reads the switch."""
-    return SMOKE_LIMITS if smoke() else WorkLimits()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import json
 import math
 import time
 import warnings
@@ -43,13 +42,13 @@ import torch
 import torch.distributed as dist
 import yaml
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
-from satlib.checkpoint import build_model, load_checkpoint, save_checkpoint
+from satlib.build import build_datasets, build_loss, build_model, prepare_data, test_loader, train_loader
+from satlib.checkpoint import load_checkpoint, save_checkpoint
 from satlib.config import Config
-from satlib.data.from_config import build_datasets, prepare_data, test_loader, train_loader
-from satlib.evaluation.evaluate import evaluate_model
-from satlib.files import atomic_write_text
-from satlib.losses import build_loss
+from satlib.evaluate import evaluate_model
+from satlib.files import atomic_write_text, write_metrics
 from satlib.models import count_parameters
 from satlib.runtime import (
     Dist,
@@ -60,7 +59,6 @@ from satlib.runtime import (
     set_rng_state,
     setup_distributed,
     unwrap_model,
-    work_limits,
 )
 
 
@@ -140,7 +138,7 @@ class Run:
     history: list[dict] = field(default_factory=list)
     elapsed: float = 0.0  # wall-clock seconds spent by earlier sessions of a resumed run
     time_is_up: bool = False  # the train.time_budget cap was reached (every rank agrees)
-    work_capped: bool = False  # SATLIB_SMOKE's cap on optimizer steps was reached (see satlib.runtime)
+    work_capped: bool = False  # train.max_steps was reached (SATLIB_SMOKE sets it: satlib.config.apply_smoke)
 
     @property
     def total_steps(self) -> int:
@@ -236,8 +234,7 @@ def build_run(config: Config) -> Run:
     trainable, total = count_parameters(model)
     _log(ddp, f"{config.model.name}: {trainable:,} trainable parameters of {total:,}"
               + (" (frozen backbone)" if config.model.freeze_backbone else ""))
-    loss_fn = build_loss(model.method, area_thr=t.area_thr, lambda_area=t.lambda_area,
-                         lambda_norm=t.lambda_norm).to(ddp.device)
+    loss_fn = build_loss(config, model.method).to(ddp.device)
     optimizer = torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr)
     if ddp.enabled:
         model = nn.parallel.DistributedDataParallel(
@@ -275,7 +272,6 @@ SUMS = ("loss", "cls", "area", "norm", "correct", "images")  # what an epoch add
 def run_epoch(run: Run, clock: Clock, progress: bool) -> Tensor:
     """One pass over the training loader, or up to the time cap; returns the `SUMS` (6,) on the device."""
     config, t, ddp = run.config, run.config.train, run.ddp
-    steps_cap = work_limits().train_steps  # SATLIB_SMOKE: a few steps of every code path
     run.loader.sampler.set_epoch(run.epoch)
     run.model.train()
     sums = torch.zeros(len(SUMS), device=ddp.device)
@@ -305,7 +301,7 @@ def run_epoch(run: Run, clock: Clock, progress: bool) -> Tensor:
         if clock.out_of_time():  # a safety cap: stop after this optimizer step
             run.time_is_up = True
             break
-        if steps_cap and run.step >= steps_cap:
+        if t.max_steps and run.step >= t.max_steps:  # SATLIB_SMOKE: a few steps of every code path
             run.work_capped = True
             break
     if ddp.enabled:
@@ -337,7 +333,7 @@ def epoch_record(run: Run, sums: Tensor, clock: Clock) -> dict:
               "loss": loss / seen, "loss_cls": cls / seen, "loss_area": area / seen, "loss_norm": norm / seen,
               "train_top1": 100.0 * correct / seen, "time": clock.seconds(), "stopped_early": stopped_early}
     if run.work_capped:
-        record["smoke"] = True  # SATLIB_SMOKE capped the work: a check of the code paths, not a result
+        record["smoke"] = True  # train.max_steps capped the work: a check of the code paths, not a result
     if stopped_early:
         record["stop_reason"] = (
             f"train.time_budget={clock.budget:g}s reached after optimizer step {run.step} of {run.total_steps}: "
@@ -365,11 +361,6 @@ def save_run(run: Run, record: dict) -> None:
     if _is_best(record, run.history):  # the official keeps the best GT-known + Top-1 Loc ("best_loc")
         save_checkpoint(run.out_dir / "best.pt", {k: v for k, v in payload.items() if k != "optimizer"})
     write_metrics(run.out_dir / "metrics.json", record, run.history)
-
-
-def write_metrics(path: Path, record: dict, history: list[dict], **extra) -> None:
-    """metrics.json: the last epoch's record (evaluator keys at the top level), extras, and the history."""
-    atomic_write_text(path, json.dumps({**record, **extra, "history": history}, indent=2) + "\n")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -404,8 +395,6 @@ def _check_finite(loss_sum: Tensor, run: Run) -> None:
 
 
 def _progress_bar(run: Run, progress: bool):
-    from tqdm.auto import tqdm
-
     return tqdm(run.loader, desc=f"epoch {run.epoch + 1}/{run.config.train.epochs}", leave=False,
                 disable=not (progress and run.ddp.master))
 
@@ -415,8 +404,6 @@ _QUIET = contextvars.ContextVar("satlib_train_quiet", default=False)  # train(qu
 
 def _log(ddp: Dist, text: str) -> None:
     if ddp.master and not _QUIET.get():
-        from tqdm.auto import tqdm
-
         tqdm.write(text)
 
 

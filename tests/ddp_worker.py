@@ -20,10 +20,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from satlib.checkpoint import build_model
+from satlib.build import build_datasets, build_model, test_loader
 from satlib.config import load_config
-from satlib.data.from_config import build_datasets, test_loader
-from satlib.evaluation.evaluate import evaluate_model
+from satlib.evaluate import evaluate_model
 from satlib.losses import SATLoss
 from satlib.runtime import setup_distributed
 from satlib.train import TrainingDiverged, train

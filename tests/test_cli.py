@@ -84,12 +84,12 @@ def test_official_checkpoint_of_unknown_width_is_refused(tmp_path):
     import torch
 
     import satlib
-    from satlib.checkpoint import CheckpointError, model_from_checkpoint
+    from satlib.checkpoint import CheckpointError
 
     model = satlib.create_model("sat_deit_tiny_patch16_224", num_classes=3, embed_dim=64, num_heads=4, depth=3)
     torch.save({"model": model.state_dict()}, tmp_path / "odd.pth.tar")
     with pytest.raises(CheckpointError, match=r"odd.pth.tar: cls_token width 64 .*\[192, 384, 768\]"):
-        model_from_checkpoint(tmp_path / "odd.pth.tar", official=True)
+        satlib.load(tmp_path / "odd.pth.tar", official=True)
 
 
 def test_train_choices_and_recipes_come_from_the_code(capsys):

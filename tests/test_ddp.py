@@ -54,6 +54,7 @@ def test_two_gloo_processes_match_one_process(tiny_data, tmp_path):
 
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
+REPO = Path(__file__).resolve().parent.parent  # the worker script imports the satlib of this checkout
 
 
 def _two_ranks(scenario: str, data, out: Path) -> list[dict]:
@@ -62,7 +63,7 @@ def _two_ranks(scenario: str, data, out: Path) -> list[dict]:
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                              "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(WORKER),
                              scenario, str(data), str(out)], capture_output=True, text=True, timeout=600,
-                            env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+                            env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
     ranks = [out / f"rank{r}.json" for r in range(2)]
     assert result.returncode == 0 and all(p.is_file() for p in ranks), result.stderr[-3000:]
     return [json.loads(p.read_text()) for p in ranks]
@@ -82,9 +83,8 @@ def test_evaluation_with_an_empty_shard_on_one_rank(tiny_data, tmp_path):
     """One test image over two ranks: rank 1 evaluates nothing and the counts still agree."""
     from ddp_worker import config_for
 
-    from satlib.checkpoint import build_model
-    from satlib.data.from_config import build_datasets, test_loader
-    from satlib.evaluation.evaluate import evaluate_model
+    from satlib.build import build_datasets, build_model, test_loader
+    from satlib.evaluate import evaluate_model
     from satlib.runtime import Dist
 
     zero, one = _two_ranks("empty_shard", tiny_data, tmp_path / "out")

@@ -6,7 +6,10 @@ import torch
 import torch.nn.functional as F
 
 import satlib
+from satlib.config import Config
+from satlib.data import IMAGENET_MEAN, IMAGENET_STD
 from satlib.evaluation import boxes_from_maps
+from satlib.info import LoadedModel, ModelInfo
 from satlib.localize import default_threshold, model_input
 
 TINY = dict(num_classes=4, img_size=32, stem_widths=(8, 16), embed_dim=24, depth=2, num_heads=2,
@@ -37,8 +40,6 @@ def test_maps_boxes_labels_and_scores_at_the_images_resolution(model):
 
 
 def test_uint8_images_are_normalized_as_the_data_pipeline_does(model):
-    from satlib.data import IMAGENET_MEAN, IMAGENET_STD
-
     image = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
     mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
     by_hand = satlib.localize(model, (image.float() / 255 - mean) / std)
@@ -48,24 +49,47 @@ def test_uint8_images_are_normalized_as_the_data_pipeline_does(model):
     assert model_input(image, (32, 32)).dtype == torch.float32
 
 
-def test_the_threshold_is_the_models_then_the_protocols(model):
+def _info(**fields) -> ModelInfo:
+    """A ModelInfo of the TINY models: ImageNet normalisation, SAT protocol, no threshold unless given."""
+    base = dict(name="sat_tiny_convstem", num_classes=4, class_names=(), img_size=32, threshold=None,
+                protocol="sat", mean=IMAGENET_MEAN, std=IMAGENET_STD, config=Config())
+    return ModelInfo(**{**base, **fields})
+
+
+def test_the_threshold_is_the_infos_then_the_protocols(model):
     images = torch.randn(2, 3, 32, 32)
     assert satlib.localize(model, images).threshold == default_threshold("sat") == 0.4
     assert default_threshold("wsoleval") == 0.5
-    model.best_threshold = 0.8
-    found = satlib.localize(model, images)
+    assert satlib.localize(model, images, info=_info(protocol="wsoleval")).threshold == 0.5
+    found = satlib.localize(LoadedModel(model, _info(threshold=0.8)), images)
     assert found.threshold == 0.8
     assert torch.equal(found.boxes, satlib.localize(model, images, threshold=0.8).boxes)
+    assert satlib.localize(LoadedModel(model, _info(threshold=0.8)), images, threshold=0.3).threshold == 0.3
     assert not model.training  # localize leaves the model in the mode it found it
 
 
-def test_a_checkpoint_carries_its_threshold(trained_run):
-    from satlib.checkpoint import model_from_checkpoint
+def test_the_info_protocol_and_normalisation_are_used(model):
+    """A LoadedModel's protocol picks the box rule, and its (mean, std) normalises uint8 images."""
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    wsoleval = satlib.localize(model, images, info=_info(protocol="wsoleval"), threshold=0.5)
+    assert torch.equal(wsoleval.maps, satlib.localize(model, images, protocol="wsoleval", threshold=0.5).maps)
+    plain = _info(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    by_hand = satlib.localize(model, images.float() / 255)  # float images go in as they are
+    torch.testing.assert_close(satlib.localize(LoadedModel(model, plain), images).maps, by_hand.maps,
+                               atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(satlib.localize(model, images).maps, by_hand.maps)  # ImageNet's differs
 
-    model, config, payload = model_from_checkpoint(trained_run.checkpoint)
-    assert model.best_threshold == payload["best_threshold"] == trained_run.record["best_threshold"]
-    assert model.eval_protocol == config.eval.protocol
-    assert satlib.localize(model, torch.randn(1, 3, 32, 32)).threshold == payload["best_threshold"]
+
+def test_localize_takes_a_loaded_checkpoint(trained_run):
+    loaded = satlib.load(trained_run.checkpoint)
+    assert loaded.info.threshold == trained_run.record["best_threshold"]
+    images = torch.randint(0, 256, (2, 3, 40, 48), dtype=torch.uint8)
+    found = satlib.localize(loaded, images)
+    assert found.threshold == loaded.info.threshold and found.maps.shape == (2, 40, 48)
+    again = satlib.localize(loaded.model, images, info=loaded.info)  # the same, with the info passed apart
+    assert torch.equal(found.boxes, again.boxes) and torch.equal(found.maps, again.maps)
+    bare = satlib.localize(loaded.model, images)  # a bare module: the protocol's default threshold
+    assert bare.threshold == default_threshold("sat")
 
 
 def test_bad_images_are_named(model):

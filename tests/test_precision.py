@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from satlib import runtime
-from satlib.checkpoint import build_model, load_checkpoint
-from satlib.data.from_config import build_datasets, test_loader
+from satlib.build import build_datasets, build_model, test_loader
+from satlib.checkpoint import load_checkpoint
+from satlib.evaluate import evaluate_model
 from satlib.evaluation import LocalizationEvaluator
-from satlib.evaluation.evaluate import evaluate_model
 from satlib.losses import SATLoss
 from satlib.runtime import Dist
 from satlib.train import train

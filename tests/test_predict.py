@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from satlib.checkpoint import model_from_checkpoint
+import satlib
 from satlib.data.io import decode_rgb, read_bytes
 from satlib.localize import localize
 from satlib.predict import predict_paths
@@ -72,12 +72,29 @@ def test_predict_boxes_scale_back_to_the_original_image(trained_run, tmp_path):
     prediction = report["predictions"][0]
     assert prediction["image_size_wh"] == [128, 64]
 
-    model, config, _ = model_from_checkpoint(trained_run.checkpoint)
+    loaded = satlib.load(trained_run.checkpoint)
+    model, config = loaded.model, loaded.info.config
     assert config.eval.protocol == "sat"  # the rule sat_box_by_hand follows
     path = tmp_path / "wide.png"
     image = decode_rgb(read_bytes(path), path)
     loc_map = model(localize_input(image, config.data.img_size)).loc_map[0].detach().numpy()
     expected = sat_box_by_hand(loc_map, threshold, 64, 128)
-    assert localize(model, image[None], threshold).boxes[0].tolist() == expected
+    assert localize(loaded, image[None], threshold=threshold).boxes[0].tolist() == expected
     assert expected != sat_box_by_hand(loc_map, threshold, *[config.data.img_size] * 2)  # the scaling shows
     assert prediction["box_xyxy"] == expected
+
+
+def test_predict_and_evaluate_take_a_loaded_model(trained_run, tiny_data, tmp_path):
+    """A model loaded once (`satlib.load`) predicts and evaluates as its checkpoint file does."""
+    from satlib.assess import evaluate_checkpoint
+
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    loaded = satlib.load(trained_run.checkpoint)
+    from_file = predict_paths(trained_run.checkpoint, [tmp_path / "a.png"], tmp_path / "file", device="cpu")
+    from_loaded = predict_paths(loaded, [tmp_path / "a.png"], tmp_path / "loaded")
+    assert from_loaded["predictions"] == from_file["predictions"] and from_loaded["checkpoint"] is None
+    assert from_loaded["predictions"][0]["threshold"] == loaded.info.threshold
+    metrics = evaluate_checkpoint(loaded, data_root=tiny_data, device="cpu")
+    assert metrics == evaluate_checkpoint(trained_run.checkpoint, data_root=tiny_data, device="cpu")
+    evaluate_checkpoint(loaded, data_root=tiny_data, protocol="wsoleval", device="cpu")
+    assert loaded.info.config.eval.protocol == loaded.info.protocol == "sat"  # evaluated with a copy of its config

@@ -22,16 +22,15 @@ def test_packaged_recipe_is_the_official_one(recipe, monkeypatch):
         OFFICIAL[recipe]["evaluated_epochs"]
 
 
-def test_every_departure_from_the_recipe_is_named(monkeypatch):
-    monkeypatch.setenv("SATLIB_SMOKE", "1")
-    config = load_config("cub", ["train.epochs=2", "train.eval_every=1", "train.constraint_warmup_epochs=2",
+def test_every_departure_from_the_recipe_is_named():
+    config = load_config("cub", ["train.max_steps=2", "train.epochs=2", "train.eval_every=1", "train.constraint_warmup_epochs=2",
                                  "train.time_budget=240", "train.batch_size=128", "train.grad_accum=2",
                                  "eval.tencrop=false", "model.name=sat_tiny_convstem"])
     lines = official_differences(config)
     for expected in ("train.epochs = 2 (official: 30)", "train.constraint_warmup_epochs = 2.0 (official: 0.0)",
                      "train.time_budget = 240.0 (official: 0.0)", "eval.tencrop = False (official: True)",
                      "model.name = 'sat_tiny_convstem' (official: 'sat_deit_small_patch16_224')",
-                     "evaluated after epochs 2 (official: 26-30)", "SATLIB_SMOKE=1"):
+                     "evaluated after epochs 2 (official: 26-30)", "capped: train.max_steps=2"):
         assert any(line.startswith(expected) for line in lines), (expected, lines)
     assert any(line.startswith("the area constraint spans 128 images") and "official: 256" in line for line in lines)
     imagenet = load_config("imagenet")  # one process, 512 images: the official splits them into 4 x 128

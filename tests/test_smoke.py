@@ -1,15 +1,15 @@
-"""SATLIB_SMOKE=1: every code path of a run, capped to a few steps and batches."""
+"""SATLIB_SMOKE=1: every code path of a run, capped to a few steps and batches through config fields."""
 
 import json
 
 import pytest
 import torch
 
-from satlib.checkpoint import build_model, load_checkpoint
-from satlib.config import load_config
+from satlib.build import build_model
+from satlib.checkpoint import load_checkpoint
+from satlib.config import SMOKE_ENV, Config, apply_smoke, load_config, smoke
 from satlib.evaluation import LocalizationEvaluator
 from satlib.losses import SATLoss
-from satlib.runtime import SMOKE_ENV, SMOKE_LIMITS, WorkLimits, smoke, work_limits
 from satlib.train import train
 
 from tiny_recipe import tiny_overrides
@@ -29,7 +29,7 @@ def smoke_data(tmp_path_factory):
 def test_switch_is_read_from_the_environment(monkeypatch, value, expected):
     monkeypatch.setenv(SMOKE_ENV, value)
     assert smoke() is expected
-    assert work_limits() == (SMOKE_LIMITS if expected else WorkLimits())
+    assert (apply_smoke(Config()) == Config()) is not expected
 
 
 def test_unreadable_switch_is_an_error_naming_it(monkeypatch):
@@ -40,14 +40,28 @@ def test_unreadable_switch_is_an_error_naming_it(monkeypatch):
 
 def test_unset_switch_caps_nothing(monkeypatch):
     monkeypatch.delenv(SMOKE_ENV, raising=False)
-    limits = work_limits()
-    assert limits.train_batch_size(256, grad_accum=4, world=2) == 256 and limits.eval_batch(128) == 128
+    config = load_config("cub")
+    assert config == load_config("cub") and config.train.max_steps == 0 and config.eval.max_batches == 0
+    assert (config.train.batch_size, config.eval.batch_size, config.model.pretrained) == (256, 128, "timm")
+
+
+def test_loaded_configs_get_the_caps_as_fields(monkeypatch):
+    """The one place: every config `load_config` returns under the switch carries the caps."""
+    monkeypatch.setenv(SMOKE_ENV, "1")
+    with pytest.warns(UserWarning, match="pretrained=timm skipped"):
+        config = load_config("cub", ["train.max_steps=50", "eval.max_batches=1"])
+    assert (config.train.max_steps, config.train.batch_size) == (2, 8)
+    assert (config.eval.max_batches, config.eval.batch_size, config.model.pretrained) == (1, 8, "")  # a lower cap stays
+    assert config.train.epochs == 30 and config.train.lr == 1e-4  # nothing else changes
 
 
 @pytest.mark.parametrize(("batch", "accum", "world", "capped"), [(256, 1, 1, 8), (256, 1, 2, 8), (256, 4, 1, 2),
                                                                  (256, 2, 4, 4), (256, 16, 2, 2), (4, 1, 1, 4)])
-def test_smoke_batch_keeps_steps_at_most_8_images(batch, accum, world, capped):
-    size = SMOKE_LIMITS.train_batch_size(batch, grad_accum=accum, world=world)
+def test_smoke_batch_keeps_steps_at_most_8_images(monkeypatch, batch, accum, world, capped):
+    monkeypatch.setenv(SMOKE_ENV, "1")
+    config = Config()
+    config.train.batch_size, config.train.grad_accum = batch, accum
+    size = apply_smoke(config, world=world).train.batch_size
     assert size == capped and size % world == 0
     assert size * accum <= 8 or size == world  # at least one image per rank
 
@@ -82,7 +96,8 @@ def test_smoke_training_stops_after_two_capped_steps_and_evaluates_two_batches(s
     assert "gt_known" in record and "cam_gt_known" in record  # the closing evaluation ran
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["smoke"] is True and len(metrics["history"]) == 1
-    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 2
+    saved = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert saved["step"] == 2 and saved["config"]["train"]["max_steps"] == 2  # the checkpoint says it was capped
 
 
 def test_without_smoke_the_same_run_trains_every_step(smoke_data, tmp_path, monkeypatch):
@@ -101,14 +116,14 @@ def test_smoke_skips_timm_weights_with_a_warning(tiny_config, monkeypatch):
         raise AssertionError("a smoke run must not look for pretrained weights")
 
     monkeypatch.setattr(factory, "pretrained_file", no_download)
-    config = tiny_config(**{"model.pretrained": "timm"})
     monkeypatch.delenv(SMOKE_ENV, raising=False)
     with pytest.raises(AssertionError, match="must not look"):
-        build_model(config)
+        build_model(tiny_config(**{"model.pretrained": "timm"}))
     monkeypatch.setenv(SMOKE_ENV, "1")
     with pytest.warns(UserWarning, match="pretrained=timm skipped.*random weights"):
-        model = build_model(config)
-    assert isinstance(model, torch.nn.Module)
+        config = tiny_config(**{"model.pretrained": "timm"})
+    assert config.model.pretrained == ""  # the config says what runs: random init
+    assert isinstance(build_model(config), torch.nn.Module)
 
 
 def test_smoke_still_loads_a_local_weights_file(tiny_config, tmp_path, monkeypatch):
@@ -117,6 +132,7 @@ def test_smoke_still_loads_a_local_weights_file(tiny_config, tmp_path, monkeypat
     source = build_model(config)
     torch.save(source.state_dict(), tmp_path / "weights.pth")
     config.model.pretrained = str(tmp_path / "weights.pth")
+    assert apply_smoke(config).model.pretrained == str(tmp_path / "weights.pth")
     loaded = build_model(config)
     assert torch.equal(loaded.state_dict()["loc_token"], source.state_dict()["loc_token"])
 

@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from satlib.checkpoint import build_model, load_checkpoint
+from satlib.build import build_model
+from satlib.checkpoint import load_checkpoint
 from satlib.config import load_config
 from satlib.losses import SATLoss
 from satlib.train import TimeBudgetExceeded, TrainingDiverged, constraint_ramp, learning_rate, param_groups, train
@@ -173,8 +174,8 @@ def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tiny_config, 
 
 
 def test_batch_size_must_split_across_processes(tiny_config):
+    from satlib.build import train_loader
     from satlib.data import build_dataset
-    from satlib.data.from_config import train_loader
     from satlib.runtime import Dist
 
     config = tiny_config(**{"train.batch_size": 7})

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from satlib.checkpoint import build_model
+from satlib.build import build_model
 from satlib.config import Config
 from satlib.losses import build_loss
 from satlib.runtime import bf16_autocast

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from satlib.checkpoint import model_from_checkpoint, save_checkpoint
+from satlib.build import build_datasets, load, prepare_data
+from satlib.checkpoint import save_checkpoint
 from satlib.config import Config
 from satlib.data import collate
-from satlib.data.from_config import build_datasets, prepare_data
 
 EPOCH_MAPS = "epoch_maps.pt"  # in a run's folder: {"indices", "sat", "cam"} (see `Probe`)
 
@@ -43,7 +43,7 @@ class Probe:
         """Map the probe images with the epoch's checkpoint in `folder`; the run's random streams are left
         untouched."""
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            model, _, _ = model_from_checkpoint(folder / "checkpoint.pt", device=self.device)
+            model = load(folder / "checkpoint.pt", device=self.device).model
             out = model(self.images)
         self.sat.append(out.loc_map.float().cpu())
         self.cam.append(out.class_maps[torch.arange(len(self.labels)), self.labels].float().cpu())

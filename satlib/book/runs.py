@@ -26,9 +26,11 @@ from pathlib import Path
 import torch
 
 from satlib.book.probe import EPOCH_MAPS, Probe
-from satlib.checkpoint import load_checkpoint, model_from_checkpoint
+from satlib.build import load
+from satlib.checkpoint import load_checkpoint
 from satlib.config import Config
 from satlib.files import atomic_write_text
+from satlib.info import LoadedModel
 from satlib.train import train
 
 FINISHED = "finished.json"  # written into a run's folder once train() returned; holds the run's key
@@ -52,9 +54,9 @@ class BookRun:
     def best(self) -> Path:
         return self.folder / "best.pt"
 
-    def load(self, *, best: bool = False) -> tuple[torch.nn.Module, Config, dict]:
-        """(model in eval mode on the run's device, its config, the checkpoint payload)."""
-        return model_from_checkpoint(self.best if best else self.checkpoint, device=self.device)
+    def load(self, *, best: bool = False) -> LoadedModel:
+        """The run's model in eval mode on the run's device, and its `ModelInfo` (threshold, config, metrics...)."""
+        return load(self.best if best else self.checkpoint, device=self.device)
 
     @property
     def id(self) -> str:

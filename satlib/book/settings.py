@@ -33,7 +33,8 @@ from satlib.book.fit import fit_to_device, memory_note
 from satlib.book.recipes import baseline_recipe, cub_recipe, imagenet_recipe, recipe_notes, stand_in, tiny_recipe
 from satlib.book.runs import BookRun, RunCache
 from satlib.config import Config
-from satlib.runtime import resolve_device, seed_everything, smoke
+from satlib.config import smoke
+from satlib.runtime import resolve_device, seed_everything
 
 FIGURE_STYLE = {"figure.dpi": 80, "font.size": 9, "image.interpolation": "nearest"}
 DEFAULT_CACHE = Path.home() / ".cache" / "satlib"
@@ -140,7 +141,7 @@ class Settings:
 
 def read_settings() -> Settings:
     """Parse and check the SATLIB_* variables of this process's environment (SATLIB_SMOKE through
-    `satlib.runtime.smoke`, the one reader of that switch)."""
+    `satlib.config.smoke`, the one reader of that switch)."""
 
     def value(name: str) -> str:
         return os.environ.get(name, "").strip()
@@ -183,7 +184,7 @@ def _device(text: str) -> torch.device:
 
 
 def _switch(name: str, text: str) -> bool:
-    """On/off in the words `satlib.runtime.smoke` accepts for SATLIB_SMOKE."""
+    """On/off in the words `satlib.config.smoke` accepts for SATLIB_SMOKE."""
     if text.lower() in ("", "0", "false", "no", "off"):
         return False
     if text.lower() in ("1", "true", "yes", "on"):

@@ -7,7 +7,6 @@ import os
 import shutil
 import socket
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -99,8 +98,3 @@ def extract_tar(archive: str | Path, dest: str | Path) -> Path:
             tar.extractall(dest, members=members)
     return dest
 
-
-def atomic_dir(final: Path) -> Path:
-    """A fresh temporary folder beside `final`, to fill and then `os.replace` onto it."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))

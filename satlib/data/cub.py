@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from satlib.data.io import image_size
 from satlib.data.records import DataError, Problems, Record, check_box, parse_floats, parse_int, read_rows, require_file
 from satlib.files import atomic_write_lines
 
@@ -50,7 +51,7 @@ def read_classes(path: Path, problems: Problems) -> list[str]:
     return [names[i] for i in range(1, len(names) + 1)]
 
 
-def _read_id_table(path: Path, problems: Problems, width: int = 2, maxsplit: int = -1
+def read_id_table(path: Path, problems: Problems, width: int = 2, maxsplit: int = -1
                    ) -> dict[int, tuple[int, list[str]]]:
     """<image id> <fields...> -> {image id: (line number, fields)}; duplicate ids reported."""
     table: dict[int, tuple[int, list[str]]] = {}
@@ -74,10 +75,10 @@ def read_cub(root: Path, split: str, problems: Problems) -> tuple[list[Record], 
                         f"(CUBV2 'val' comes as wsolevaluation metadata: metadata/val/*.txt)")
     paths = {name: require_file(root / name, "official CUB-200-2011 layout") for name in CUB_FILES}
     classes = read_classes(paths["classes.txt"], problems)
-    images = _read_id_table(paths["images.txt"], problems, maxsplit=1)
-    labels = _read_id_table(paths["image_class_labels.txt"], problems)
-    splits = _read_id_table(paths["train_test_split.txt"], problems)
-    boxes = _read_id_table(paths["bounding_boxes.txt"], problems, width=5)
+    images = read_id_table(paths["images.txt"], problems, maxsplit=1)
+    labels = read_id_table(paths["image_class_labels.txt"], problems)
+    splits = read_id_table(paths["train_test_split.txt"], problems)
+    boxes = read_id_table(paths["bounding_boxes.txt"], problems, width=5)
     want = 1 if split == "train" else 0
 
     records = []
@@ -100,6 +101,16 @@ def read_cub(root: Path, split: str, problems: Problems) -> tuple[list[Record], 
             if record is not None:
                 records.append(record)
     return records, classes
+
+
+def read_split_boxes(root: str | Path, split: str = "test") -> tuple[np.ndarray, list[np.ndarray]]:
+    """Every image of a split of a CUB-layout folder as (N, 2) sizes (w, h) and its GT boxes, each (K, 4)
+    inclusive xyxy in the image's pixels (what the trivial baselines are scored on; only image headers are read)."""
+    records, _ = read_cub(Path(root), split, Problems())
+    if not records:
+        raise DataError(f"{root}: no images in split {split!r}")
+    sizes = np.array([image_size(r.path) for r in records], dtype=np.float64)
+    return sizes, [r.boxes for r in records]
 
 
 def _parse_flag(row: tuple[int, list[str]], path: Path, problems: Problems) -> int | None:

@@ -29,6 +29,7 @@ from satlib.data import cub, imagenet, metadata
 from satlib.data.io import decode_mask, decode_rgb, image_size, read_bytes
 from satlib.data.records import DataError, Problems, Record, boxes_outside, log
 from satlib.data.subsets import few_shot_indices
+from satlib.data.synthetic import ensure_synthetic_dataset
 from satlib.data.transforms import (
     IMAGENET,
     Normalization,
@@ -233,16 +234,15 @@ def build_dataset(name: str, root: str | Path, split: str, *, img_size: int | No
         raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")
     metadata.check_split(split)
     root = Path(root)
-    if name == "synthetic":
-        from satlib.data.synthetic import ensure_synthetic_dataset
-
+    if name == "synthetic":  # the CUB layout, generated (with the defaults) when `root` is empty: here only
         ensure_synthetic_dataset(root)
+        name = "cub"
     problems = Problems(skip_bad)
     records, classes, num_classes, mask_threshold = _read_records(name, root, split, source,
                                                                   metadata_root, problems)
     if name == "openimages":
         protocol = "wsoleval"
-    native = _native_size(root) if name in ("cub", "synthetic") else None  # a synthetic.json says
+    native = _native_size(root) if name == "cub" else None  # a synthetic.json says
     img_size = img_size or native or 224
     resize_size = resize_size or native or round(img_size * 256 / 224)
     dataset = WSOLDataset(records, num_classes=num_classes, train=split == "train" if train is None else train,
@@ -265,9 +265,9 @@ def _read_records(name: str, root: Path, split: str, source: str, metadata_root,
         raise DataError(f"dataset root missing: {root} (see data_scripts/ to download and prepare it)")
     use_metadata = source == "metadata" or (
         source == "auto" and metadata.has_metadata(root, split, metadata_root)
-        and not (name in ("cub", "synthetic") and cub.is_cub_layout(root) and split != "val")
+        and not (name == "cub" and cub.is_cub_layout(root) and split != "val")
         and not (name == "imagenet" and split == "train" and (root / "train").is_dir()))
-    if name in ("cub", "synthetic") and not use_metadata:
+    if name == "cub" and not use_metadata:
         records, classes = cub.read_cub(root, split, problems)
         return records, classes, len(classes), cub.MASK_THRESHOLD
     if name == "imagenet" and split == "train" and not use_metadata:
@@ -280,7 +280,7 @@ def _read_records(name: str, root: Path, split: str, source: str, metadata_root,
     num_classes = _classes_from_cub(root) or NUM_CLASSES.get(name, 0)
     image_root = root / "images" if (root / "images").is_dir() else root
     records = metadata.read_metadata(meta, image_root, num_classes, problems, mask_root=root)
-    if name in ("cub", "synthetic"):
+    if name == "cub":
         for record in records:
             if not record.mask_paths:
                 record.mask_paths = [root / "segmentations" / Path(record.image_id).with_suffix(".png")]

@@ -25,6 +25,7 @@ import warnings
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from satlib.data.dataset import WSOLDataset
@@ -108,8 +109,6 @@ class ShardSampler(Sampler):
     """Indices rank, rank + world, ... of a dataset: an evaluation shard, no image repeated or dropped."""
 
     def __init__(self, length: int, num_replicas: int | None = None, rank: int | None = None):
-        import torch.distributed as dist
-
         self.world = num_replicas if num_replicas is not None else dist.get_world_size()
         self.rank = rank if rank is not None else dist.get_rank()
         self.length = length

@@ -30,10 +30,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from satlib.data.convert import imagenet_val_metadata
 from satlib.data.cub import CubRow, write_cub_tables
 from satlib.data.metadata import write_metadata
-from satlib.data.synthetic import SynthConfig, draw_example, mask_box, replace_dataset_dir
-from satlib.files import atomic_write_text
+from satlib.data.synthetic import SynthConfig, draw_example, mask_box
+from satlib.files import atomic_dir, atomic_write_text
 
 LAYOUTS = ("cub", "imagenet", "openimages")
 MARKER = "standin.json"
@@ -138,7 +139,7 @@ def make_standin(out: str | Path, layout: str = "cub", *, num_classes: int = 4, 
         description = {"generator": "satlib.data.standins", **asdict(cfg)}
         atomic_write_text(root / MARKER, json.dumps(description, indent=2, sort_keys=True) + "\n")
 
-    return replace_dataset_dir(out, generate, marker=MARKER)
+    return atomic_dir(out, generate, replaces=MARKER)
 
 
 def iter_photos(cfg: StandinConfig, *, multi: bool) -> Iterator[tuple[int, int, bool, Photo]]:
@@ -187,8 +188,6 @@ def _wnid(label: int) -> str:
 
 def _write_imagenet(cfg: StandinConfig, root: Path) -> None:
     """train/<wnid>/ and val/ JPEGs; metadata/test/ converted from ILSVRC-style XMLs by prepare_imagenet's converter."""
-    from satlib.data.convert import imagenet_val_metadata  # torchvision.io: imported when needed
-
     wnids = [_wnid(label) for label in range(cfg.num_classes)]
     val = 0
     with tempfile.TemporaryDirectory() as xml_dir:

@@ -18,19 +18,15 @@ Same arguments and seed -> byte-identical files (fixed PNG settings, one generat
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from satlib.data.cub import CubRow, write_box_table, write_cub_tables
+from satlib.data.cub import CubRow, read_id_table, write_box_table, write_cub_tables
 from satlib.data.records import DataError, Problems
-from satlib.files import atomic_write_text
+from satlib.files import atomic_dir, atomic_write_text
 
 SHAPES = ("disc", "triangle", "square", "star", "cross", "ring", "crescent", "heart", "tee", "hourglass")
 PARTS = ("triangle", "square", "disc", "cross", "star", "fork", "ring", "tee")
@@ -321,32 +317,7 @@ def make_synthetic_dataset(out: str | Path, *, num_classes: int = 6, per_class: 
     """
     cfg = SynthConfig(num_classes=num_classes, per_class=per_class, size=size, seed=seed, variant=variant,
                       **knobs).resolved()
-    return replace_dataset_dir(out, lambda tmp: _generate(cfg, tmp), marker="synthetic.json")
-
-
-def replace_dataset_dir(out: str | Path, generate: Callable[[Path], object], *, marker: str) -> Path:
-    """Run `generate(tmp)` on a temporary sibling folder of `out`, then move it into place: `out` is either
-    complete or untouched. An existing `out` is replaced only when it is empty or holds the `marker`
-    file of an earlier generated dataset; anything else is a FileExistsError. Returns `out`."""
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not (out / marker).is_file():
-        raise FileExistsError(f"{out} exists, is not empty and holds no synthetic dataset ({marker}); "
-                              f"choose another folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        generate(tmp)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, old / "dataset")
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return out
+    return atomic_dir(out, lambda tmp: _generate(cfg, tmp), replaces="synthetic.json")
 
 
 def ensure_synthetic_dataset(root: str | Path, **kwargs) -> Path:
@@ -361,12 +332,10 @@ def ensure_synthetic_dataset(root: str | Path, **kwargs) -> Path:
 
 def read_part_boxes(root: str | Path) -> dict[str, np.ndarray]:
     """part_boxes.txt of a "parts" dataset -> {image id (relative path): (4,) xyxy}."""
-    from satlib.data.cub import _read_id_table
-
     root = Path(root)
     problems = Problems()
-    images = _read_id_table(root / "images.txt", problems, maxsplit=1)
-    parts = _read_id_table(root / "part_boxes.txt", problems, width=5)
+    images = read_id_table(root / "images.txt", problems, maxsplit=1)
+    parts = read_id_table(root / "part_boxes.txt", problems, width=5)
     out = {}
     for image_id, (_, texts) in parts.items():
         x, y, w, h = (float(t) for t in texts)

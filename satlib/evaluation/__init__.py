@@ -1,8 +1,11 @@
 """WSOL evaluation on maps, boxes and logits: batched boxes, IoU, MaxBoxAcc(V2), Top-1/5 Loc, PxAP.
 
-Never imports the model. numba and matplotlib load lazily, on first use.
+Sees tensors, boxes and plain arguments: never the model, a `Config` or a dataset file (evaluating a
+model on a loader is `satlib.evaluate`). numba (the CPU component trees) and matplotlib (the
+figures) are imported where they are first used.
 """
 
+from satlib.evaluation.baselines import BASELINES, trivial_baselines
 from satlib.evaluation.boxes import boxes_from_maps
 from satlib.evaluation.checks import PROTOCOLS
 from satlib.evaluation.iou import box_iou
@@ -11,23 +14,8 @@ from satlib.evaluation.metrics import LocalizationEvaluator
 from satlib.evaluation.normalize import normalize_maps
 from satlib.evaluation.tencrop import ten_crop_probs
 from satlib.evaluation.thresholds import SAT_THRESHOLDS, WSOLEVAL_THRESHOLDS, default_thresholds
+from satlib.evaluation.visualize import overlay, show_localization, show_localization_grid
 
-__all__ = ["PROTOCOLS", "SAT_THRESHOLDS", "WSOLEVAL_THRESHOLDS", "LocalizationEvaluator", "PixelAPMeter",
-           "box_iou", "boxes_from_maps", "combine_masks", "default_thresholds", "normalize_maps",
-           "resize_boxes_wsoleval", "resize_crop_boxes", "show_localization", "show_localization_grid",
-           "ten_crop_probs", "trivial_baselines"]
-
-_LAZY = {
-    "resize_crop_boxes": "satlib.data.transforms",  # the data package owns the GT box transforms
-    "resize_boxes_wsoleval": "satlib.data.transforms",
-    "show_localization": "satlib.evaluation.visualize",
-    "show_localization_grid": "satlib.evaluation.visualize",
-    "trivial_baselines": "satlib.evaluation.baselines",  # reads a dataset's boxes (satlib.data)
-}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'satlib.evaluation' has no attribute {name!r}")
+__all__ = ["BASELINES", "PROTOCOLS", "SAT_THRESHOLDS", "WSOLEVAL_THRESHOLDS", "LocalizationEvaluator", "PixelAPMeter",
+           "box_iou", "boxes_from_maps", "combine_masks", "default_thresholds", "normalize_maps", "overlay",
+           "show_localization", "show_localization_grid", "ten_crop_probs", "trivial_baselines"]

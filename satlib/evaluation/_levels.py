@@ -15,7 +15,7 @@ from numba import njit
 def wsoleval_levels(maps, col_index, col_weight, row_index, row_weight, levels):
     """Raw maps (N, h, w) float32 -> 8-bit levels ``levels`` (N, H, W) uint8, in place.
 
-    Taps from `satlib.evaluation.normalize._cubic_taps`: columns (W, 4), rows (H, 4).
+    Taps from `satlib.evaluation.normalize.cubic_taps`: columns (W, 4), rows (H, 4).
     """
     N, h, w = maps.shape
     H, W = levels.shape[1], levels.shape[2]

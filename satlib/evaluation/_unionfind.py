@@ -39,7 +39,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from satlib.evaluation.components import COMPONENT, HOLE
+from satlib.evaluation.checks import COMPONENT, HOLE
 
 # The 8-neighbour ring clockwise from north: N, NE, E, SE, S, SW, W, NW.
 RING = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))

@@ -2,19 +2,17 @@
 
 "whole_image" predicts the full image; "centred_mean_box" a centred box of the split's mean
 relative GT size. Scored as the evaluator scores a box: the +1 IoU (`satlib.evaluation.iou`)
-with the best of the image's GT boxes, a hit at IoU >= 0.5.
+with the best of the image's GT boxes, a hit at IoU >= 0.5. The sizes and boxes of a CUB-layout
+split come from `satlib.data.cub.read_split_boxes`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from satlib.data.cub import read_cub
-from satlib.data.io import image_size
-from satlib.data.records import DataError, Problems
 from satlib.evaluation.iou import max_iou, pad_gt_boxes
 from satlib.evaluation.metrics import LOC_IOU
 
@@ -31,17 +29,16 @@ def baseline_boxes(sizes: np.ndarray, mean_size: np.ndarray) -> np.ndarray:
     return np.stack([whole, centred], 1)
 
 
-def trivial_baselines(root: str | Path, split: str = "test") -> dict[str, float]:
-    """GT-known (%, IoU >= 0.5) of each of `BASELINES` on a split of a CUB-layout dataset at `root`.
-
-    Boxes in original pixels; an image counts when the box matches any of its GT boxes.
-    """
-    records, _ = read_cub(Path(root), split, Problems())
-    if not records:
-        raise DataError(f"{root}: no images in split {split!r}")
-    sizes = np.array([image_size(r.path) for r in records], dtype=np.float64)  # (N, 2) w, h
-    relative = np.concatenate([(r.boxes[:, 2:] - r.boxes[:, :2] + 1) / size for r, size in zip(records, sizes)])
+def trivial_baselines(sizes: np.ndarray, gt_boxes: Sequence[np.ndarray]) -> dict[str, float]:
+    """GT-known (%, IoU >= 0.5) of each of `BASELINES` on N images: (N, 2) sizes (w, h) and each image's GT
+    boxes (K, 4), inclusive xyxy in its own pixels; an image counts when the box matches any of its boxes."""
+    sizes = np.asarray(sizes, dtype=np.float64).reshape(-1, 2)
+    if not len(sizes) or len(sizes) != len(gt_boxes):
+        raise ValueError(f"trivial_baselines: {len(sizes)} image sizes and {len(gt_boxes)} box lists "
+                         f"(expected the same number, at least one)")
+    gt_boxes = [np.asarray(boxes, dtype=np.float64).reshape(-1, 4) for boxes in gt_boxes]
+    relative = np.concatenate([(boxes[:, 2:] - boxes[:, :2] + 1) / size for boxes, size in zip(gt_boxes, sizes)])
     boxes = torch.from_numpy(baseline_boxes(sizes, relative.mean(0)))  # (N, baselines, 4)
-    gt, _ = pad_gt_boxes([torch.from_numpy(r.boxes) for r in records], torch.device("cpu"))
+    gt, _ = pad_gt_boxes([torch.from_numpy(b) for b in gt_boxes], torch.device("cpu"))
     hits = (max_iou(boxes, gt) >= LOC_IOU / 100).sum(0)  # (baselines,)
-    return {name: 100.0 * int(count) / len(records) for name, count in zip(BASELINES, hits)}
+    return {name: 100.0 * int(count) / len(sizes) for name, count in zip(BASELINES, hits)}

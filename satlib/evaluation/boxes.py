@@ -49,8 +49,7 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from satlib.evaluation.checks import check_protocol, image_hw
-from satlib.evaluation.components import HOLE
+from satlib.evaluation.checks import HOLE, check_protocol, image_hw
 from satlib.evaluation.extents import extents_from_maps
 
 MODES = ("largest", "all")

@@ -14,6 +14,7 @@ from torch import Tensor
 
 PROTOCOLS = ("sat", "wsoleval")
 BACKENDS = ("auto", "propagate", "union_find", "host")  # connected components: `satlib.evaluation.extents`
+COMPONENT, HOLE = 0, 1  # the kind column of component rows (`satlib.evaluation.components`)
 
 
 def check_protocol(protocol: str) -> str:

@@ -23,6 +23,7 @@ convention is applied in `satlib.evaluation.boxes`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import numpy as np
@@ -31,11 +32,10 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from satlib.evaluation.checks import check_backend, check_protocol
+from satlib.evaluation.checks import COMPONENT, HOLE, check_backend, check_protocol
 
 MAX_PIXELS_CPU = 1 << 22  # planes x pixels per device-path chunk (bounds memory)
 MAX_PIXELS_CUDA = 1 << 25
-COMPONENT, HOLE = 0, 1  # the kind column of component rows
 Part = TypeVar("Part")
 
 # (rows, cols) offsets of the 8- and 4-neighbourhoods.
@@ -282,7 +282,8 @@ def map_extents(values: np.ndarray, cuts: np.ndarray, *, wsoleval: bool, want_al
     filled, size = outer-contour polygon area, ties to the last; rows also list the holes (kind
     `HOLE`). Maps are split over `threads` threads (default: torch's intra-op thread count).
     """
-    from satlib.evaluation._unionfind import map_extents as kernel  # numba compiles on first use
+    # numba: heavy to import (about a second) and compiled on first use, so only the CPU trees load it
+    from satlib.evaluation._unionfind import map_extents as kernel
 
     N, H, W = values.shape
     levels = values.dtype == np.uint8  # 8-bit levels: a lookup table per map instead of a search per pixel
@@ -306,8 +307,6 @@ def over_threads(run: Callable[[int, int], Part], count: int, threads: int | Non
     threads = max(1, min(count, torch.get_num_threads() if threads is None else threads))
     if threads == 1:
         return [run(0, count)]
-    from concurrent.futures import ThreadPoolExecutor
-
     bounds = np.linspace(0, count, threads + 1).astype(int)
     with ThreadPoolExecutor(threads) as pool:
         return list(pool.map(run, bounds[:-1], bounds[1:]))

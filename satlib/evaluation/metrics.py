@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.distributed as dist
 from einops import rearrange
 from torch import Tensor
 
@@ -175,8 +176,6 @@ class LocalizationEvaluator:
         A rank that evaluated no image (an empty shard) has no say on logits/gt_masks being given; the
         ranks that did must agree.
         """
-        import torch.distributed as dist
-
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return
         parts = [torch.tensor([self.count, self.top1_cls, self.top5_cls, self.count > 0, bool(self.with_logits),

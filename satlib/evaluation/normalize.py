@@ -60,7 +60,7 @@ def resize_bilinear(maps: Tensor, size: tuple[int, int], chunk: int = 32) -> Ten
 
 
 @lru_cache(maxsize=64)
-def _cubic_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+def cubic_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
     """cv2 INTER_CUBIC source taps along one axis: indices (n_out, 4) clamped to the edge and float32
     weights (n_out, 4), computed in float32 as cv2's ``interpolateCubic`` does (A = -0.75)."""
     f32 = np.float32
@@ -79,8 +79,8 @@ def _cubic_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
 
 @lru_cache(maxsize=64)
 def _cubic_taps_on(n_in: int, n_out: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """`_cubic_taps` as tensors on `device`, made once (a copy from pageable memory would sync CUDA)."""
-    index, weight = _cubic_taps(n_in, n_out)
+    """`cubic_taps` as tensors on `device`, made once (a copy from pageable memory would sync CUDA)."""
+    index, weight = cubic_taps(n_in, n_out)
     return torch.from_numpy(index).to(device), torch.from_numpy(weight).to(device)
 
 

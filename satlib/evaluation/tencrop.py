@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 from einops import rearrange
 from torch import Tensor
+from torchvision.transforms.v2 import functional as TF
 
 
 def ten_crop_probs(classify: Callable[[Tensor], Tensor], images: Tensor, crop_size: int = 224) -> Tensor:
@@ -17,8 +18,6 @@ def ten_crop_probs(classify: Callable[[Tensor], Tensor], images: Tensor, crop_si
     (10*B, 3, crop, crop) images to logits. As the official evaluator: softmax per crop, then the
     mean over the ten (the official feeds 256x256 resized, normalised images).
     """
-    from torchvision.transforms.v2 import functional as TF
-
     if images.dim() != 4:
         raise ValueError(f"images must be (B, 3, R, R), got shape {tuple(images.shape)}")
     if min(images.shape[-2:]) < crop_size:

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from satlib.evaluation.checks import check_maps, check_protocol, check_thresholds, image_hw
 from satlib.evaluation.components import over_threads
-from satlib.evaluation.normalize import _cubic_taps, normalized_maps
+from satlib.evaluation.normalize import cubic_taps, normalized_maps
 
 SAT_THRESHOLDS = (0.3, 0.35, 0.4, 0.45)  # official train.py sweep (evaluator.py then uses the best one)
 WSOLEVAL_THRESHOLDS = tuple(float(t) for t in np.arange(0, 1, 0.01))  # cam_curve_interval=0.01
@@ -67,11 +67,12 @@ def checked_map_levels(maps: Tensor, size: tuple[int, int], thresholds: Tensor, 
     """`map_levels` of checked float32 maps with float64 thresholds (T,) on their device: no host sync on CUDA."""
     if protocol == "sat" or maps.device.type != "cpu":
         return _scores_and_cuts(normalized_maps(maps, size, protocol), thresholds, protocol)
-    from satlib.evaluation._levels import wsoleval_levels  # numba compiles on first use
+    # numba: heavy to import (about a second) and compiled on first use, so only a CPU wsoleval sweep loads it
+    from satlib.evaluation._levels import wsoleval_levels
 
     raw = maps.contiguous().numpy()
     H, W = size
-    (col_index, col_weight), (row_index, row_weight) = _cubic_taps(raw.shape[2], W), _cubic_taps(raw.shape[1], H)
+    (col_index, col_weight), (row_index, row_weight) = cubic_taps(raw.shape[2], W), cubic_taps(raw.shape[1], H)
     levels = np.empty((raw.shape[0], H, W), dtype=np.uint8)
 
     def run(start: int, stop: int) -> None:

@@ -1,6 +1,7 @@
 """Figures: an image with its localization map, predicted and GT boxes, and the IoU in the title.
 
-matplotlib is imported on first use. Colours follow the official evaluator's saved images: the
+matplotlib is imported by the functions that draw (it is heavy, and `import satlib` does not need it).
+Colours follow the official evaluator's saved images: the
 map as a jet heatmap blended half and half with the image, the prediction green, the GT red.
 """
 
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch import Tensor
+from torchvision.utils import draw_bounding_boxes
 
 from satlib.evaluation.normalize import normalize_maps
 
@@ -37,15 +39,13 @@ def overlay(image: Tensor | np.ndarray, loc_map: Tensor, box: Sequence[float] | 
     its corner. Returns an (H, W, 3) float RGB array in [0, 1]: `plt.imshow(array)` shows it,
     `plt.imsave(path, array)` writes an H×W image.
     """
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # heavy: imported when a picture is drawn (module docstring)
 
     rgb = _image_array(image)
     heat = normalize_maps(torch.as_tensor(loc_map)[None].float().cpu(), rgb.shape[:2], "sat")[0].numpy()
     blend = (1 - alpha) * rgb + alpha * colormaps["jet"](heat)[..., :3]
     if box is None:
         return blend
-    from torchvision.utils import draw_bounding_boxes
-
     height, width = blend.shape[:2]
     x0, y0, x1, y1 = (float(v) for v in torch.as_tensor(box).reshape(4))
     corners = torch.tensor([[x0, y0, max(x1 - 1, x0), max(y1 - 1, y0)]])  # inclusive corners
@@ -56,7 +56,7 @@ def overlay(image: Tensor | np.ndarray, loc_map: Tensor, box: Sequence[float] | 
 
 
 def _draw_box(ax, box: Sequence[float], color: str) -> None:
-    from matplotlib.patches import Rectangle
+    from matplotlib.patches import Rectangle  # heavy: as above
 
     x0, y0, x1, y1 = (float(v) for v in box)
     ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=2))
@@ -66,7 +66,7 @@ def show_localization(image: Tensor | np.ndarray, loc_map: Tensor, pred_box: Seq
                       gt_boxes: Tensor | Sequence[Sequence[float]] | None = None, iou: float | None = None,
                       ax=None, title: str | None = None):
     """One panel: image with map overlay, predicted box (green), GT boxes (red), IoU in the title."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: as above
 
     ax = ax if ax is not None else plt.subplots(figsize=(3, 3))[1]
     ax.imshow(overlay(image, loc_map))
@@ -85,7 +85,7 @@ def show_localization(image: Tensor | np.ndarray, loc_map: Tensor, pred_box: Seq
 def show_localization_grid(images: Tensor | Sequence, loc_maps: Tensor | Sequence, pred_boxes=None, gt_boxes=None,
                            ious=None, titles: Sequence[str] | None = None, cols: int = 4, panel_size: float = 2.5):
     """A grid of `show_localization` panels, one per image; returns the figure."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: as above
 
     count = len(images)
     if len(loc_maps) != count:

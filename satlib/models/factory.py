@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import timm
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -183,3 +183,43 @@ def sat_deit_base_patch16_224(pretrained: bool = False, **kwargs: Any) -> SAT:
 @register_model
 def sat_tiny_convstem(pretrained: bool = False, **kwargs: Any) -> SAT:
     return _create_sat("sat_tiny_convstem", pretrained, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------
+# model names as data: `<method>_<backbone>[.tag]`
+
+
+class ModelName(NamedTuple):
+    """A model name as its parts: "sat_deit_small_patch16_224.fb_in1k" -> (sat, deit_small_patch16_224, fb_in1k)."""
+
+    method: str  # "sat", "cam" or "tscam"
+    backbone: str  # "tiny_convstem" or a timm ViT name
+    tag: str  # the backbone's pretrained cfg tag, "" for its default
+
+
+def parse_model_name(name: str) -> ModelName:
+    """`<method>_<backbone>[.tag]` -> ModelName; a ValueError for a name `create_model` does not know."""
+    variant, _, tag = name.partition(".")
+    method, _, backbone = variant.partition("_")
+    if method not in METHODS or not (variant in VARIANTS or backbone == CONVSTEM_BACKBONE or timm.is_model(backbone)):
+        raise ValueError(f"unknown model {name!r}; satlib models: {list_models()}, or sat_/cam_/tscam_ followed "
+                         f"by a timm VisionTransformer name (e.g. sat_vit_small_patch14_reg4_dinov2)")
+    return ModelName(method, backbone, tag)
+
+
+def baseline_name(name: str, method: str) -> str:
+    """The same backbone under another method: baseline_name("sat_tiny_convstem", "cam") -> "cam_tiny_convstem"."""
+    if method not in METHODS:
+        raise ValueError(f"method {method!r}: expected one of {sorted(METHODS)}")
+    parsed = parse_model_name(name)
+    return f"{method}_{parsed.backbone}" + (f".{parsed.tag}" if parsed.tag else "")
+
+
+def model_pretrained_cfg(name: str) -> dict[str, Any]:
+    """The pretrained cfg (mean, std, input_size, ...) `create_model(name)` gives its model, without building it."""
+    method, backbone, tag = parse_model_name(name)
+    if f"{method}_{backbone}" in VARIANTS:
+        return resolve_pretrained_cfg(f"{method}_{backbone}", pretrained_cfg=tag or None).to_dict()
+    if backbone == CONVSTEM_BACKBONE:
+        return resolve_pretrained_cfg(f"sat_{backbone}").to_dict()
+    return resolve_pretrained_cfg(backbone, pretrained_cfg=tag or None).to_dict()

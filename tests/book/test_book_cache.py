@@ -13,7 +13,7 @@ import satlib.train
 from satlib.book import FINISHED, Settings, probe_indices
 from satlib.checkpoint import load_checkpoint
 from satlib.config import load_config
-from satlib.data.from_config import build_datasets
+from satlib.build import build_datasets
 
 from tiny_recipe import tiny_overrides
 
@@ -39,8 +39,8 @@ def test_a_run_is_trained_once_then_found_by_its_config(tmp_path, tiny_run_confi
     second = settings.run(again)
     assert not second.trained and second.folder == first.folder
     assert again.train.out == str(first.folder) and again.train.device == "cpu"
-    model, config, payload = second.load()
-    assert payload["epoch"] == 2 and config.model.num_classes == 3 and not model.training
+    model, info = second.load()
+    assert info.metrics["epoch"] == 2 and info.config.model.num_classes == 3 and not model.training
 
 
 def test_the_key_is_the_whole_config_but_the_output_folder(tmp_path, tiny_run_config):
@@ -83,7 +83,7 @@ def test_every_run_keeps_its_probe_maps_without_changing_the_run(tmp_path, tiny_
     settings = Settings(device=torch.device("cpu"), cache_root=tmp_path / "cache")
     run = settings.run(tiny_run_config())
     maps = run.epoch_maps()
-    _, config, _ = run.load()
+    config = run.load().info.config
     _, test_set = build_datasets(config, train=False)
     assert maps["indices"].tolist() == probe_indices(test_set) == [0, 1, 2, 3, 4, 5]  # 3 classes of 2 test images
     assert maps["sat"].shape == maps["cam"].shape == (2, 6, 4, 4)  # 2 epochs, 32 px on a 4x4 grid

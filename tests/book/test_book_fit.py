@@ -9,7 +9,7 @@ import torch
 
 import satlib.book.fit as fit
 from satlib.book import DoesNotFit, Settings, StepMemory, micro_batches_to_fit
-from satlib.checkpoint import build_model
+from satlib.build import build_model
 from satlib.config import load_config
 from satlib.losses import build_loss
 

@@ -9,10 +9,10 @@ from PIL import Image
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from satlib.build import build_datasets
 from satlib.cli import main
 from satlib.config import load_config
 from satlib.data import build_dataset
-from satlib.data.from_config import build_datasets
 from satlib.data.io import JPEG_MAGIC
 from satlib.data.standins import LAYOUTS, MARKER, StandinConfig, iter_photos, make_standin
 from satlib.data.synthetic import mask_box

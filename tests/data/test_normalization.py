@@ -1,12 +1,13 @@
 """Images are normalised with the model's backbone's mean and std (ImageNet's, or CLIP's, ...)."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
+from satlib.build import build_datasets, normalization
 from satlib.config import load_config
-from satlib.data.from_config import build_datasets, normalization
-from satlib.data.normalization import model_normalization
 from satlib.localize import input_normalization, model_input
 
 
@@ -19,7 +20,7 @@ from satlib.localize import input_normalization, model_input
     ("tscam_vit_base_patch16_clip_224.openai", OPENAI_CLIP_MEAN),
 ])
 def test_model_normalization_is_the_backbones_own(name, mean):
-    assert model_normalization(name)[0] == pytest.approx(mean)
+    assert normalization(load_config(overrides=[f"model.name={name}"]))[0] == pytest.approx(mean)
 
 
 def test_datasets_normalise_as_the_model_expects(tiny_data, tmp_path):
@@ -54,6 +55,5 @@ def test_localize_normalises_uint8_images_as_the_model_expects():
     out = model_input(white, (4, 4), input_normalization(Clip()))
     expected = (1 - torch.tensor(OPENAI_CLIP_MEAN)) / torch.tensor(OPENAI_CLIP_STD)
     torch.testing.assert_close(out[0, :, 0, 0], expected)
-    model = Clip()
-    model.input_normalization = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # a checkpoint's run overrides the cfg
-    assert model_input(white, (4, 4), input_normalization(model)).max() == 1.0
+    run = SimpleNamespace(normalization=((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))  # a checkpoint's run overrides the cfg
+    assert model_input(white, (4, 4), input_normalization(Clip(), run)).max() == 1.0

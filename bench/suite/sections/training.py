@@ -17,12 +17,11 @@ from typing import Callable
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from satlib.checkpoint import build_model
+from satlib.build import build_datasets, build_model, test_loader, train_loader
 from satlib.config import Config, load_config
 from satlib.data.cub import read_classes
-from satlib.data.from_config import build_datasets, test_loader, train_loader
 from satlib.data.records import Problems
-from satlib.evaluation.evaluate import evaluate_model
+from satlib.evaluate import evaluate_model
 from satlib.runtime import Dist
 from satlib.train import train
 

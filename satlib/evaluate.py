@@ -1,7 +1,7 @@
-"""A model's localization metrics on a loader: the evaluator fed batch by batch.
+"""A model's localization metrics on a loader: the evaluator (`satlib.evaluation`) fed batch by batch.
 
 The model is anything whose output has `.logits` (B, classes) and `.loc_map` (B, rows, cols), and
-`.class_maps` (B, classes, rows, cols) for the CAM comparison; this module never imports it.
+`.class_maps` (B, classes, rows, cols) for the CAM comparison.
 
 A class-specific method (the CAM and TS-CAM baselines) also returns `.class_loc_maps` (B, classes,
 rows, cols), a map per class: it is scored with the ground-truth class's map, as wsolevaluation
@@ -15,10 +15,12 @@ from itertools import islice
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
+from satlib.build import build_evaluator
 from satlib.config import Config
-from satlib.evaluation import LocalizationEvaluator, ten_crop_probs
-from satlib.runtime import bf16_autocast, unwrap_model, work_limits
+from satlib.evaluation import ten_crop_probs
+from satlib.runtime import bf16_autocast, unwrap_model
 
 CAM_KEYS = ("gt_known", "top1_loc", "maxboxacc", "best_threshold")  # reported as cam_<key>
 
@@ -30,17 +32,15 @@ def evaluate_model(model: nn.Module, loader, config: Config, device: torch.devic
 
     With `cam=True` the same images are also scored with the network's own CAM (the conv head's map
     of the ground-truth class), reported as `cam_gt_known`, `cam_top1_loc`, `cam_maxboxacc`,
-    `cam_best_threshold`. With several processes the counts are summed across ranks. Under SATLIB_SMOKE
-    only the first batches are scored (`satlib.runtime.work_limits`).
+    `cam_best_threshold`. With several processes the counts are summed across ranks. With
+    `eval.max_batches` (SATLIB_SMOKE sets it) only the first batches are scored.
     """
-    from tqdm.auto import tqdm
-
     net = unwrap_model(model)
     was_training = net.training
     net.eval()
-    sat_eval = _evaluator(config)
-    cam_eval = _evaluator(config) if cam else None
-    batches = islice(loader, work_limits().eval_batches or None)
+    sat_eval = build_evaluator(config)
+    cam_eval = build_evaluator(config) if cam else None
+    batches = islice(loader, config.eval.max_batches or None)
     for batch in tqdm(batches, desc="evaluate", leave=False, disable=not progress):
         if batch is None:  # every image of this batch was unreadable (data.skip_bad)
             continue
@@ -72,16 +72,9 @@ def evaluate_model(model: nn.Module, loader, config: Config, device: torch.devic
 def scored_maps(out, labels: torch.Tensor) -> torch.Tensor:
     """The maps the evaluator scores, (B, rows, cols): `out.loc_map`, or for a class-specific method the
     map of each image's ground-truth class (labels (B,)) from `out.class_loc_maps`."""
-    class_loc_maps = getattr(out, "class_loc_maps", None)
-    if class_loc_maps is None:
+    if out.class_loc_maps is None:
         return out.loc_map
-    return class_loc_maps[torch.arange(len(labels), device=labels.device), labels]
-
-
-def _evaluator(config: Config) -> LocalizationEvaluator:
-    return LocalizationEvaluator(thresholds=config.eval.thresholds or None,
-                                 iou_thresholds=tuple(config.eval.iou_thresholds),
-                                 image_size=config.data.img_size, protocol=config.eval.protocol)
+    return out.class_loc_maps[torch.arange(len(labels), device=labels.device), labels]
 
 
 def _gt_masks(batch: dict) -> torch.Tensor | None:
