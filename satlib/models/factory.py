@@ -9,8 +9,8 @@ Names are `<method>_<backbone>[.<tag>]` (`parse_model_name`):
 - a `.tag` picks the backbone's pretrained cfg (`sat_vit_base_patch16_clip_224.openai`).
 
 `sat_deit_{tiny,small,base}_patch16_224` (the official SAT: SAT on timm's DeiT) and `sat_tiny_convstem`
-are the named variants: one dict of backbone arguments each in `VARIANTS` (also used by their cam_ and
-tscam_ baselines), registered with timm (`timm.create_model("sat_tiny_convstem")` after `import satlib`).
+are the named variants (`satlib.models.backbones.VARIANTS`, whose backbones their cam_ and tscam_
+baselines share), registered with timm (`timm.create_model("sat_tiny_convstem")` after `import satlib`).
 """
 
 from __future__ import annotations
@@ -22,20 +22,11 @@ import timm
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import generate_default_cfgs, register_model, resolve_pretrained_cfg
 
-from satlib.models.backbones import CONVSTEM_BACKBONE, check_vit_name, create_backbone
+from satlib.models.backbones import CONVSTEM_BACKBONE, VARIANTS, check_vit_name, create_backbone
 from satlib.models.baselines import CAM, TSCAM
 from satlib.models.sat import SAT, ConvHeadViT
 from satlib.models.weights import load_pretrained, pretrained_file
 
-VARIANTS: dict[str, dict[str, Any]] = {
-    "sat_deit_tiny_patch16_224": dict(patch_size=16, embed_dim=192, depth=12, num_heads=3),
-    "sat_deit_small_patch16_224": dict(patch_size=16, embed_dim=384, depth=12, num_heads=6),
-    "sat_deit_base_patch16_224": dict(patch_size=16, embed_dim=768, depth=12, num_heads=12),
-    # from-scratch CPU model (the demo's): conv stem to stride-8 tokens, 12×12 grid at 96 px; sized so
-    # that 16 epochs of the synthetic set train in about 4 minutes on 2 cores
-    "sat_tiny_convstem": dict(img_size=96, stem_widths=(24, 48, 96), embed_dim=96, depth=4, num_heads=4,
-                              mlp_ratio=2.0),
-}
 METHODS: dict[str, type[ConvHeadViT]] = {"sat": SAT, "cam": CAM, "tscam": TSCAM}
 
 
@@ -87,7 +78,7 @@ def parse_model_name(name: str) -> ModelName:
 
 
 def baseline_name(name: str, method: str) -> str:
-    """The model of another method on the same backbone (and tag): ("sat_tiny_convstem", "cam") -> "cam_tiny_convstem"."""
+    """The model of `method` on the same backbone and tag: ("sat_tiny_convstem", "cam") -> "cam_tiny_convstem"."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r} for a baseline of {name!r}; expected one of {list(METHODS)}")
     return str(parse_model_name(name)._replace(method=method))
@@ -121,9 +112,7 @@ def _create(model: ModelName, pretrained: bool | str | os.PathLike = False, *, n
     if train_query_blocks and not freeze_backbone:
         raise ValueError(f"{model}: train_query_blocks=True only applies with freeze_backbone=True")
     cfg = _resolve_cfg(model, pretrained_cfg, pretrained_cfg_overlay)
-    args = {**VARIANTS.get(f"sat_{model.backbone}", {}), "pos_drop_rate": drop_rate, "proj_drop_rate": drop_rate,
-            **backbone_args}
-    backbone = create_backbone(model.backbone, **args)
+    backbone = create_backbone(model.backbone, pos_drop_rate=drop_rate, proj_drop_rate=drop_rate, **backbone_args)
     net = METHODS[model.method](backbone, num_classes=num_classes, num_query_blocks=num_query_blocks,
                                 attn_impl=attn_impl, pretrained_cfg=cfg)
     if pretrained is True:

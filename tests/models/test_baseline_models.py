@@ -8,7 +8,7 @@ import satlib
 from satlib.config import load_config
 from satlib.evaluation.evaluate import scored_maps
 from satlib.losses import ClassificationLoss, SATLoss, build_loss
-from satlib.models import ViTCAM, ViTTSCAM
+from satlib.models import CAM, TSCAM
 
 TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=24, depth=2, num_heads=3)  # a 4×4 grid
 
@@ -25,7 +25,7 @@ def sharpen(model):
     return model
 
 
-def tscam_by_hand(model: ViTTSCAM, x: torch.Tensor):
+def tscam_by_hand(model: TSCAM, x: torch.Tensor):
     """TS-CAM on a plain DeiT, read straight from the weights: each block's cls attention to the patches
     (softmax row 0, keys 1:, mean over heads), summed over blocks, times the conv head's class maps."""
     B, heads, D = x.shape[0], model.blocks[0].attn.num_heads, model.embed_dim
@@ -65,7 +65,7 @@ def test_tscam_map_equals_a_computation_by_hand(seeded, attn_impl):
 def test_cam_map_is_the_predicted_class_map(seeded):
     model = tiny("cam_deit_tiny_patch16_224")
     out = model(torch.randn(2, 3, 32, 32))
-    assert isinstance(model, ViTCAM) and out.masks.shape == (2, 0, 4, 4)
+    assert isinstance(model, CAM) and out.masks.shape == (2, 0, 4, 4)
     torch.testing.assert_close(out.class_loc_maps, out.class_maps)
     torch.testing.assert_close(out.loc_map, out.class_maps[torch.arange(2), out.logits.argmax(-1)])
     torch.testing.assert_close(out.logits, out.class_maps.mean(dim=(2, 3)))
