@@ -6,7 +6,8 @@ class from git (`--old REF`, a commit that still has it) into a temporary packag
 training step (forward, SATLoss, backward) of both, side by side in one process: configurations
 alternate in rounds and each figure is the median over rounds. Both models carry the same weights
 (the new one's state dict loads into the old class unchanged), and the script first checks that they
-compute the same logits and maps.
+compute the same logits and maps, and prints where the ATen operators of one step differ in number
+(wall-clock ratios on a shared CPU move by several percent from run to run; the operator counts do not).
 
     python bench/bench_sat_impl.py                      # DeiT-S (batch 8, 224 px) and the demo conv stem
     python bench/bench_sat_impl.py --threads 2 --rounds 7 --json results.json
@@ -15,6 +16,7 @@ compute the same logits and maps.
 from __future__ import annotations
 
 import argparse
+import collections
 import importlib
 import statistics
 import subprocess
@@ -92,6 +94,20 @@ def build_pair(old_sat: type, case: str, attn_impl: str) -> tuple[torch.nn.Modul
     return new, old, difference
 
 
+def operator_counts(runner: Runner) -> collections.Counter:
+    """How many times one training step calls each ATen operator (forward and backward)."""
+    runner.step()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        runner.step()
+    return collections.Counter(event.name for event in profile.events())
+
+
+def operator_differences(new: Runner, old: Runner) -> dict[str, tuple[int, int]]:
+    """Operators called a different number of times by the two steps: name -> (new, former)."""
+    a, b = operator_counts(new), operator_counts(old)
+    return {name: (a[name], b[name]) for name in sorted(a.keys() | b.keys()) if a[name] != b[name]}
+
+
 def measure(args: argparse.Namespace, old_sat: type, case: str) -> dict:
     batch = CASES[case][3]
     runners = []
@@ -101,6 +117,9 @@ def measure(args: argparse.Namespace, old_sat: type, case: str) -> dict:
             raise SystemExit(f"{case} {attn_impl}: the two implementations differ by {difference:.3g}")
         side = new.img_size[0]
         runners += [Runner(f"new {attn_impl}", new, batch, side), Runner(f"former {attn_impl}", old, batch, side)]
+        differences = operator_differences(*runners[-2:])
+        print(f"{case} {attn_impl}: outputs differ by {difference:.2g}; operators called a different number of "
+              f"times (new, former): {differences or 'none'}")
     for runner in runners:
         for _ in range(args.warmup):
             runner.step()
@@ -112,7 +131,8 @@ def measure(args: argparse.Namespace, old_sat: type, case: str) -> dict:
             wall[runner.label].append(1000 * seconds)
             cpu[runner.label].append(1000 * cpu_seconds)
     return {label: dict(ms_per_step=statistics.median(wall[label]), cpu_ms_per_step=statistics.median(cpu[label]),
-                        ms_per_step_rounds=wall[label]) for label in wall}
+                        min_cpu_ms_per_step=min(cpu[label]), ms_per_step_rounds=wall[label],
+                        cpu_ms_per_step_rounds=cpu[label]) for label in wall}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -132,14 +152,16 @@ def main(argv: list[str] | None = None) -> dict:
         for case in args.cases:
             results[case] = measure(args, old_sat, case)
     print(f"CPU, {args.threads} thread(s); median of {args.rounds} rounds × {args.iters} steps; former = {args.old}")
-    print(f"{'model':<18}{'configuration':<18}{'ms/step':>10}{'CPU ms/step':>13}")
+    print(f"{'model':<18}{'configuration':<18}{'ms/step':>10}{'CPU ms/step':>13}{'min CPU ms':>12}")
     for case, rows in results.items():
         for label, row in rows.items():
-            print(f"{case:<18}{label:<18}{row['ms_per_step']:>10.1f}{row['cpu_ms_per_step']:>13.1f}")
+            print(f"{case:<18}{label:<18}{row['ms_per_step']:>10.1f}{row['cpu_ms_per_step']:>13.1f}"
+                  f"{row['min_cpu_ms_per_step']:>12.1f}")
         for impl in ("sdpa", "explicit"):
             new, old = rows[f"new {impl}"], rows[f"former {impl}"]
             print(f"{case:<18}new / former {impl:<8} wall {ratio(new['ms_per_step'], old['ms_per_step']):.3f}, "
-                  f"CPU {ratio(new['cpu_ms_per_step'], old['cpu_ms_per_step']):.3f}")
+                  f"CPU {ratio(new['cpu_ms_per_step'], old['cpu_ms_per_step']):.3f}, "
+                  f"min CPU {ratio(new['min_cpu_ms_per_step'], old['min_cpu_ms_per_step']):.3f}")
     if args.json:
         write_json(args.json, dict(threads=args.threads, rounds=args.rounds, iters=args.iters, old=args.old,
                                    results=results))

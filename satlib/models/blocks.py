@@ -19,6 +19,8 @@ Two paths compute the same thing:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -124,8 +126,9 @@ class SATAttention(nn.Module):
     def attention_sdpa(self, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor | None]:
         """Fused path: only the read row is computed by hand; returns (B, heads, N, d), (B, N) or None.
 
-        Dropout on the attention commutes with the mask over keys: drop(softmax(S) ⊙ m) · V =
-        drop(softmax(S)) · (m ⊙ V), so the kernel's own dropout is the official one.
+        The mask over keys goes into the values, `(softmax(S) ⊙ m) · V = softmax(S) · (m ⊙ V)`, and
+        commutes with the kernel's attention dropout, `drop(softmax(S) ⊙ m) · V = drop(softmax(S)) · (m ⊙ V)`:
+        the same output as the explicit path, without the (B, heads, N, N) attention.
         """
         row = self.to_row(self.row_logits(q, k)) if self.to_row is not None else None
         if self.apply_mask:
@@ -150,7 +153,7 @@ class Block(nn.Module):
     """timm's pre-norm `Block` (layer scale, stochastic depth) returning its attention's read row,
     (B, N, D) -> (B, N, D), (B, N) or None. kwargs go to `SATAttention`."""
 
-    def __init__(self, block: TimmBlock, **attn_args) -> None:
+    def __init__(self, block: TimmBlock, **attn_args: Any) -> None:
         super().__init__()
         if type(block) is not TimmBlock:
             raise ValueError(f"SAT supports timm's pre-norm Block, got {type(block).__name__}")
