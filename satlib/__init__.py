@@ -5,8 +5,9 @@ __version__ = "0.1.0"
 from satlib.build import load
 from satlib.evaluation.visualize import overlay
 from satlib.info import LoadedModel, ModelInfo
+from satlib.kernels import gaussian_kernel
 from satlib.localize import Localization, localize
-from satlib.losses import SATLoss, area_loss, gaussian_kernel, normalization_loss
+from satlib.losses import SATLoss, area_loss, normalization_loss
 from satlib.models import (
     SAT,
     LoadReport,

@@ -27,18 +27,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-
-def gaussian_kernel(size: int = 3, nsig: float = 6.0) -> Tensor:
-    """The official fixed smoothing kernel (get_kernel(kernlen, nsig)), float32 (size, size) summing to 1.
-
-    Normal probability mass of `size` equal bins spanning ±(nsig + half a bin); the 2-D kernel is the
-    square root of the outer product, normalized.
-    """
-    interval = (2 * nsig + 1.0) / size
-    edges = torch.linspace(-nsig - interval / 2, nsig + interval / 2, size + 1, dtype=torch.float64)
-    mass = torch.diff(torch.special.ndtr(edges))
-    kernel = torch.sqrt(torch.outer(mass, mass))
-    return (kernel / kernel.sum()).float()
+from satlib.kernels import gaussian_kernel
 
 
 def full_precision(device: torch.device) -> contextlib.AbstractContextManager:

@@ -82,15 +82,9 @@ def test_only_the_book_imports_the_book():
     assert importers_of("satlib.book", files) == []
 
 
-# models -> losses: models/weights.py takes gaussian_kernel from satlib.losses until the models rework
-# (satlib.kernels) is merged; strict, so that the merge that fixes it also removes this mark
-MODELS_LOSSES = pytest.mark.xfail(reason="models/weights.py imports satlib.losses (models rework pending)",
-                                  strict=True)
-
 
 @pytest.mark.parametrize(("part", "forbidden"), [
-    pytest.param(part, module, marks=MODELS_LOSSES if (part, module) == ("models", "satlib.losses") else ())
-    for part, modules in NEVER.items() for module in modules])
+    (part, module) for part, modules in NEVER.items() for module in modules])
 def test_never_imports(part, forbidden):
     assert importers_of(forbidden, files_of(part)) == []
 

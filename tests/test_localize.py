@@ -44,7 +44,8 @@ def test_uint8_images_are_normalized_as_the_data_pipeline_does(model):
     mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
     by_hand = satlib.localize(model, (image.float() / 255 - mean) / std)
     found = satlib.localize(model, image)
-    torch.testing.assert_close(found.maps, by_hand.maps)
+    # the same input up to float rounding of the normalisation: maps equal to min-max-normalised precision
+    torch.testing.assert_close(found.maps, by_hand.maps, atol=1e-4, rtol=0)
     assert torch.equal(found.boxes, by_hand.boxes) and torch.equal(found.labels, by_hand.labels)
     assert model_input(image, (32, 32)).dtype == torch.float32
 

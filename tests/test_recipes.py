@@ -23,8 +23,9 @@ def test_packaged_recipe_is_the_official_one(recipe, monkeypatch):
 
 
 def test_every_departure_from_the_recipe_is_named():
-    config = load_config("cub", ["train.max_steps=2", "train.epochs=2", "train.eval_every=1", "train.constraint_warmup_epochs=2",
-                                 "train.time_budget=240", "train.batch_size=128", "train.grad_accum=2",
+    config = load_config("cub", ["train.max_steps=2", "train.epochs=2", "train.eval_every=1",
+                                 "train.constraint_warmup_epochs=2", "train.time_budget=240",
+                                 "train.batch_size=128", "train.grad_accum=2",
                                  "eval.tencrop=false", "model.name=sat_tiny_convstem"])
     lines = official_differences(config)
     for expected in ("train.epochs = 2 (official: 30)", "train.constraint_warmup_epochs = 2.0 (official: 0.0)",

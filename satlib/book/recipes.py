@@ -15,6 +15,7 @@ from pathlib import Path
 
 from satlib.config import Config, load_config
 from satlib.data.synthetic import ensure_synthetic_dataset
+from satlib.models import baseline_name
 from satlib.recipes import official_differences
 
 # The tiny SAT the chapters share on the stand-in (chapter 0 introduces it): 64 px, 4 blocks of width 64,
@@ -65,8 +66,7 @@ def baseline_recipe(recipe: Callable[..., Config], method: str, *overrides: str)
     `tscam_deit_small_patch16_224`, ...), the same data, schedule and evaluation."""
     if method not in BASELINES:
         raise ValueError(f"method={method!r}: the baselines are {' and '.join(map(repr, BASELINES))}")
-    backbone = recipe().model.name.removeprefix("sat_")
-    return recipe(f"model.name={method}_{backbone}", *overrides)
+    return recipe(f"model.name={baseline_name(recipe().model.name, method)}", *overrides)
 
 
 def recipe_notes(config: Config, *, measured: str | None = None) -> str:

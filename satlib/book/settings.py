@@ -32,8 +32,7 @@ import torch
 from satlib.book.fit import fit_to_device, memory_note
 from satlib.book.recipes import baseline_recipe, cub_recipe, imagenet_recipe, recipe_notes, stand_in, tiny_recipe
 from satlib.book.runs import BookRun, RunCache
-from satlib.config import Config
-from satlib.config import smoke
+from satlib.config import Config, smoke
 from satlib.runtime import resolve_device, seed_everything
 
 FIGURE_STYLE = {"figure.dpi": 80, "font.size": 9, "image.interpolation": "nearest"}

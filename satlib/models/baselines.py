@@ -14,13 +14,14 @@ Neither network has the loc token; the loss is cross-entropy alone (`satlib.loss
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from einops import rearrange
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor
 
-from satlib.models.sat import SATOutput
-from satlib.models.vit import ViTBase
+from satlib.models.sat import ConvHeadViT, SATOutput
 
 
 def predicted_class_map(class_loc_maps: Tensor, logits: Tensor) -> Tensor:
@@ -28,7 +29,7 @@ def predicted_class_map(class_loc_maps: Tensor, logits: Tensor) -> Tensor:
     return class_loc_maps[torch.arange(len(logits), device=logits.device), logits.argmax(dim=-1)]
 
 
-class ViTCAM(ViTBase):
+class CAM(ConvHeadViT):
     """CAM network: backbone, conv head, average pooling; the map is a class's head map, -> SATOutput.
 
     `masks` is empty (B, 0, rows, cols): no block reads an attention row.
@@ -41,7 +42,7 @@ class ViTCAM(ViTBase):
         return SATOutput(logits, predicted_class_map(class_maps, logits), rows, class_maps, class_maps)
 
 
-class ViTTSCAM(ViTBase):
+class TSCAM(ConvHeadViT):
     """TS-CAM: the cls token's attention to the patches times the head's class maps, -> SATOutput.
 
     `masks` holds each block's cls attention over the patches (B, depth, rows, cols).
@@ -50,7 +51,7 @@ class ViTTSCAM(ViTBase):
     method = "tscam"
     row = "cls"
 
-    def __init__(self, backbone: VisionTransformer, **kwargs) -> None:
+    def __init__(self, backbone: VisionTransformer, **kwargs: Any) -> None:
         if backbone.cls_token is None:
             raise ValueError("TS-CAM reads the cls token's attention, and this backbone has no cls token "
                              "(class_token=False); use its cam_ or sat_ model")

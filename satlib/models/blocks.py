@@ -1,24 +1,35 @@
-"""Transformer pieces of SAT: the localization token's mask, attention with two paths, the block.
+"""Transformer pieces of SAT: the rows a block reads, attention with two paths, the block, the conv stem.
 
-Every block reads one row of its attention logits, the localization token's (the last token), and
-turns it into a mask over all keys: `sigmoid(mean over heads of q_loc · kᵀ · scale)`. In the final
-`num_query_blocks` blocks the attention is multiplied by that mask, `(softmax(S) ⊙ m) · V`.
+`SATAttention` and `Block` adopt the modules of timm's `Attention` and pre-norm `Block` under their own
+names (qkv, q_norm, k_norm, proj, layer scale, stochastic depth), so every timm ViT checkpoint, DeiT's
+and the official SAT's included, loads as it is. What they add is one row of the attention logits,
+read by hand:
+
+- SAT reads the localization token's row (the last token) and turns it into a mask over all keys,
+  `sigmoid(mean over heads of q_loc · kᵀ · scale)` (`TokenMask`). In the final `num_query_blocks`
+  blocks the attention is multiplied by that mask, `(softmax(S) ⊙ m) · V`.
+- TS-CAM reads the cls token's row (the first token) as its softmax over keys, averaged over heads
+  (`ClsAttention`); CAM reads no row.
 
 Two paths compute the same thing:
 - "explicit" materialises the logits and the attention (annotated-transformer style), the reference;
-- "sdpa" computes only the localization token's 1×N logits row by hand and folds the mask into the
-  values, `(softmax(S) ⊙ m) · V = softmax(S) · (m ⊙ V)`, leaving the rest to the fused kernel.
+- "sdpa" computes only the read token's 1×N logits row by hand and folds the mask into the values,
+  `(softmax(S) ⊙ m) · V = softmax(S) · (m ⊙ V)`, leaving the rest to the fused kernel.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from timm.layers import DropPath, Mlp
+from timm.layers import Attention
+from timm.models.vision_transformer import Block as TimmBlock
 from torch import Tensor, nn
 
 ATTN_IMPLS = ("sdpa", "explicit")
+ROWS = ("loc", "cls", None)  # the attention row a block reads: SAT's loc token, TS-CAM's cls token, none
 
 
 def check_attn_impl(attn_impl: str) -> str:
@@ -39,85 +50,122 @@ class TokenMask(nn.Module):
         return torch.sigmoid(loc_logits.float().mean(dim=1))
 
 
-class SATAttention(nn.Module):
-    """Multi-head self-attention that also returns the localization token's mask, (B, N, D) -> (B, N, D), (B, N)."""
+class ClsAttention(nn.Module):
+    """The cls token's logits row to its attention over keys, averaged over heads, (B, heads, N) -> (B, N).
 
-    def __init__(self, dim: int, num_heads: int, *, qkv_bias: bool = True, apply_mask: bool = False,
-                 proj_drop: float = 0.0, attn_impl: str = "sdpa") -> None:
+    TS-CAM's reading of a block (softmax over keys, then the mean over heads), in float32. A module so
+    a forward hook can read it.
+    """
+
+    def forward(self, cls_logits: Tensor) -> Tensor:
+        return cls_logits.float().softmax(dim=-1).mean(dim=1)
+
+
+class SATAttention(nn.Module):
+    """timm's `Attention` under its own names, also returning the row it reads, (B, N, D) -> (B, N, D), (B, N) or None.
+
+    Args:
+        attn: the timm `Attention` whose modules (qkv, q_norm, k_norm, attn_drop, norm, gate, proj,
+            proj_drop) are adopted.
+        row: "loc" (SAT's mask from the last token's logits), "cls" (TS-CAM's attention of token 0) or None.
+        apply_mask: multiply the attention by the loc token's mask over keys (SAT's query blocks).
+        attn_impl: "sdpa" (fused kernel, the read row by hand) or "explicit" (materialised attention).
+    """
+
+    def __init__(self, attn: Attention, *, row: str | None = None, apply_mask: bool = False,
+                 attn_impl: str = "sdpa") -> None:
         super().__init__()
-        if dim % num_heads != 0:
-            raise ValueError(f"embed_dim={dim} is not divisible by num_heads={num_heads}")
-        self.num_heads = num_heads
-        self.scale = (dim // num_heads) ** -0.5
-        self.apply_mask = apply_mask  # True in the final num_query_blocks blocks
-        self.attn_impl = check_attn_impl(attn_impl)
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.to_mask = TokenMask()
+        if type(attn) is not Attention:
+            raise ValueError(f"SAT supports timm's Attention, got {type(attn).__name__}")
+        if row not in ROWS or (apply_mask and row != "loc"):
+            raise ValueError(f"row={row!r}, apply_mask={apply_mask}: expected a row in {ROWS}; only the loc "
+                             f"token's row is a mask")
+        self.num_heads, self.head_dim, self.scale = attn.num_heads, attn.head_dim, attn.scale
+        self.row, self.apply_mask, self.attn_impl = row, apply_mask, check_attn_impl(attn_impl)
+        self.qkv, self.q_norm, self.k_norm = attn.qkv, attn.q_norm, attn.k_norm
+        self.to_row = TokenMask() if row == "loc" else ClsAttention() if row == "cls" else None
         self.attend = nn.Softmax(dim=-1)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self.attn_drop, self.norm, self.gate = attn.attn_drop, attn.norm, getattr(attn, "gate", None)
+        self.proj, self.proj_drop = attn.proj, attn.proj_drop
 
     def split_heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Project tokens to queries, keys and values, (B, N, D) -> 3 × (B, heads, N, D/heads)."""
-        qkv = rearrange(self.qkv(x), "b n (three heads d) -> three b heads n d", three=3, heads=self.num_heads)
-        return qkv.unbind(0)
+        """Queries, keys (qk-normed where the backbone is) and values, (B, N, D) -> 3 × (B, heads, N, d)."""
+        q, k, v = rearrange(self.qkv(x), "b n (three heads d) -> three b heads n d", three=3,
+                            heads=self.num_heads).unbind(0)
+        return self.q_norm(q), self.k_norm(k), v
 
     def logits(self, q: Tensor, k: Tensor) -> Tensor:
         """Scaled dot products, (B, heads, Nq, d), (B, heads, N, d) -> (B, heads, Nq, N)."""
         return (q @ k.transpose(-2, -1)) * self.scale
 
-    def loc_logits(self, q: Tensor, k: Tensor) -> Tensor:
-        """The localization token's logits row alone, (B, heads, N, d) × 2 -> (B, heads, N).
+    def row_index(self, num_tokens: int) -> int:
+        """Position of the token whose row is read: the loc token is last, the cls token first."""
+        return num_tokens - 1 if self.row == "loc" else 0
+
+    def row_logits(self, q: Tensor, k: Tensor) -> Tensor:
+        """The read token's logits row alone, (B, heads, N, d) × 2 -> (B, heads, N).
 
         A broadcast product and sum rather than a matmul: it saves only views of q and k for backward.
         """
-        return (q[:, :, -1:] * k).sum(dim=-1) * self.scale
+        i = self.row_index(q.shape[2])
+        return (q[:, :, i:i + 1] * k).sum(dim=-1) * self.scale
 
-    def attention_explicit(self, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Reference path: returns output (B, heads, N, d), attention (B, heads, N, N) and mask (B, N)."""
+    def attention_explicit(self, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Reference path: output (B, heads, N, d), attention (B, heads, N, N), read row (B, N) or None.
+
+        As the official SAT: softmax, then the mask over keys, then attention dropout.
+        """
         logits = self.logits(q, k)
-        mask = self.to_mask(logits[:, :, -1])
+        row = self.to_row(logits[:, :, self.row_index(q.shape[2])]) if self.to_row is not None else None
         attn = self.attend(logits)
         if self.apply_mask:
-            attn = attn * rearrange(mask, "b keys -> b 1 1 keys").to(attn.dtype)
-        return attn @ v, attn, mask
+            attn = attn * rearrange(row, "b keys -> b 1 1 keys").to(attn.dtype)
+        attn = self.attn_drop(attn)
+        return attn @ v, attn, row
 
-    def attention_sdpa(self, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Fused path: only the localization row is computed by hand; returns (B, heads, N, d), (B, N)."""
-        mask = self.to_mask(self.loc_logits(q, k))
+    def attention_sdpa(self, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Fused path: only the read row is computed by hand; returns (B, heads, N, d), (B, N) or None.
+
+        The mask over keys goes into the values, `(softmax(S) ⊙ m) · V = softmax(S) · (m ⊙ V)`, and
+        commutes with the kernel's attention dropout, `drop(softmax(S) ⊙ m) · V = drop(softmax(S)) · (m ⊙ V)`:
+        the same output as the explicit path, without the (B, heads, N, N) attention.
+        """
+        row = self.to_row(self.row_logits(q, k)) if self.to_row is not None else None
         if self.apply_mask:
-            v = (v * rearrange(mask, "b keys -> b 1 keys 1")).to(v.dtype)
-        return F.scaled_dot_product_attention(q, k, v), mask
+            v = (v * rearrange(row, "b keys -> b 1 keys 1")).to(v.dtype)
+        dropout = self.attn_drop.p if self.training else 0.0
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout), row
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        gate = self.gate(x).sigmoid() if self.gate is not None else None
         q, k, v = self.split_heads(x)
         if self.attn_impl == "explicit":
-            out, _, mask = self.attention_explicit(q, k, v)
+            out, _, row = self.attention_explicit(q, k, v)
         else:
-            out, mask = self.attention_sdpa(q, k, v)
-        out = rearrange(out, "b heads n d -> b n (heads d)")
-        return self.proj_drop(self.proj(out)), mask
+            out, row = self.attention_sdpa(q, k, v)
+        out = self.norm(rearrange(out, "b heads n d -> b n (heads d)"))
+        if gate is not None:
+            out = out * gate
+        return self.proj_drop(self.proj(out)), row
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block returning its localization mask, (B, N, D) -> (B, N, D), (B, N)."""
+    """timm's pre-norm `Block` (layer scale, stochastic depth) returning its attention's read row,
+    (B, N, D) -> (B, N, D), (B, N) or None. kwargs go to `SATAttention`."""
 
-    def __init__(self, dim: int, num_heads: int, *, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 apply_mask: bool = False, drop: float = 0.0, drop_path: float = 0.0,
-                 attn_impl: str = "sdpa") -> None:
+    def __init__(self, block: TimmBlock, **attn_args: Any) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = SATAttention(dim, num_heads, qkv_bias=qkv_bias, apply_mask=apply_mask,
-                                 proj_drop=drop, attn_impl=attn_impl)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        if type(block) is not TimmBlock:
+            raise ValueError(f"SAT supports timm's pre-norm Block, got {type(block).__name__}")
+        self.norm1, self.ls1, self.drop_path1 = block.norm1, block.ls1, block.drop_path1
+        self.attn = SATAttention(block.attn, **attn_args)
+        self.norm2, self.mlp, self.ls2, self.drop_path2 = block.norm2, block.mlp, block.ls2, block.drop_path2
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        out, mask = self.attn(self.norm1(x))
-        x = x + self.drop_path(out)
-        x = x + self.drop_path(self.mlp(self.norm2(x)))
-        return x, mask
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        out, row = self.attn(self.norm1(x))
+        x = x + self.drop_path1(self.ls1(out))
+        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+        return x, row
 
 
 def conv_bn_gelu(in_chans: int, out_chans: int, stride: int) -> nn.Sequential:

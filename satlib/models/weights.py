@@ -1,10 +1,11 @@
 """Weights into SAT: official SAT checkpoints, DeiT/ViT and any timm ViT backbone's weights, `pretrained=True`.
 
 satlib keeps the official (and timm) parameter names, so an official checkpoint needs only unwrapping,
-prefix stripping and the removal of its fixed Gaussian kernel; a backbone's weights need their
-classifier dropped and `pos_embed` resampled to the model's grid (DeiT/ViT for `SAT` here; for the
-models on timm backbones, timm's own conversion, `satlib.models.vit.convert_checkpoint`). Files are
-read without running pickled code.
+prefix stripping and the removal of its fixed Gaussian kernel. A backbone's checkpoint goes through
+`checkpoint_filter_fn`, the one place that adapts an outside checkpoint to a model, as in timm:
+wrappers and prefixes stripped, timm's own layout conversion (OpenAI CLIP, original DINOv2), the
+patch and position embeddings resampled to the model's grid, the classifier dropped. Files are read
+without running pickled code.
 """
 
 from __future__ import annotations
@@ -19,16 +20,17 @@ from typing import NamedTuple
 from urllib.parse import urlparse
 
 import torch
-from timm.layers import resample_abs_pos_embed
+from timm.models.vision_transformer import checkpoint_filter_fn as timm_checkpoint_filter_fn
 from torch import Tensor, nn
 
 from satlib.files import read_weights_only
-from satlib.losses import gaussian_kernel
+from satlib.kernels import gaussian_kernel
 
 _logger = logging.getLogger(__name__)
 
-BACKBONE_MISSING = ("loc_token", "loc_embed", "head.weight", "head.bias")  # not in DeiT/ViT weights
-BACKBONE_DROPPED = ("head.", "head_dist.", "pre_logits.", "dist_token")  # DeiT/ViT classifier parts
+BACKBONE_MISSING = ("loc_token", "loc_embed", "head.weight", "head.bias")  # not in a backbone's weights
+# a backbone's classifier (distilled DeiT's second head and token, pooling heads): never loaded into a model
+CLASSIFIER_KEYS = ("head.", "head_dist.", "fc_norm.", "attn_pool.", "pre_logits.", "dist_token")
 WRAPPER_KEYS = ("model", "state_dict")
 PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compile
 OFFICIAL_KERNEL_KEY = "weight"  # the official model's fixed Gaussian (1, 1, 3, 3), requires_grad=False
@@ -100,32 +102,36 @@ def official_state_dict(model: nn.Module) -> dict[str, Tensor]:
     return state
 
 
-def resample_pos_embed(pos_embed: Tensor, model: nn.Module, name: str = "checkpoint") -> Tensor:
-    """Resample a (1, 1 + n², D) cls+patch position embedding to the model's grid, -> (1, 1 + rows·cols, D)."""
-    num_patches = pos_embed.shape[1] - model.num_prefix_tokens
-    side = round(num_patches ** 0.5)
-    if side * side != num_patches:
-        raise ValueError(f"{name}: 'pos_embed' has shape {tuple(pos_embed.shape)}: {num_patches} patch "
-                         f"positions are not a square grid")
-    if (side, side) == tuple(model.grid_size):
-        return pos_embed
-    return resample_abs_pos_embed(pos_embed, new_size=list(model.grid_size), old_size=[side, side],
-                                  num_prefix_tokens=model.num_prefix_tokens)
+def backbone_layout(state_dict: Mapping[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """A timm ViT checkpoint (bare state dict) in `model`'s names, its classifier still in: timm's own
+    conversion (OpenAI CLIP and original DINOv2 layouts; patch and position embeddings resampled to the
+    model's grid).
+
+    A distilled DeiT's position embedding loses its dist token's slot ([cls, dist, patches] ->
+    [cls, patches]). A backbone pooled through `fc_norm` (EVA, MAE-style ViTs) has no `norm`; its
+    `fc_norm` becomes the norm over the patch tokens.
+    """
+    state_dict = dict(state_dict)
+    pos_embed = state_dict.get("pos_embed")
+    if "dist_token" in state_dict and pos_embed is not None and model.num_prefix_tokens == 1:
+        state_dict["pos_embed"] = torch.cat([pos_embed[:, :1], pos_embed[:, 2:]], dim=1)
+    state_dict = timm_checkpoint_filter_fn(state_dict, model)
+    if "norm.weight" not in state_dict and "fc_norm.weight" in state_dict and isinstance(model.norm, nn.LayerNorm):
+        state_dict = {("norm." + k.removeprefix("fc_norm.") if k.startswith("fc_norm.") else k): v
+                      for k, v in state_dict.items()}
+    return state_dict
 
 
-def checkpoint_filter_fn(state_dict: Mapping, model: nn.Module, name: str = "checkpoint") -> dict[str, Tensor]:
-    """Adapt DeiT/ViT weights (timm names) to a SAT model: drop heads and dist token, resample pos_embed."""
-    state_dict = unwrap_state_dict(state_dict, name)
-    out = {}
-    for key, value in state_dict.items():
-        if key.startswith(BACKBONE_DROPPED):
-            continue
-        if key == "pos_embed":
-            if "dist_token" in state_dict:  # distilled DeiT: [cls, dist, patches]; drop the dist slot
-                value = torch.cat([value[:, :1], value[:, 2:]], dim=1)
-            value = resample_pos_embed(value, model, name)
-        out[key] = value
-    return out
+def checkpoint_filter_fn(state_dict: Mapping, model: nn.Module) -> dict[str, Tensor]:
+    """Adapt a backbone's checkpoint to `model`, as timm's filters do: wrappers ("model", "state_dict") and
+    prefixes ("module.", "_orig_mod.") stripped, converted to timm's names and the model's grid
+    (`backbone_layout`), classifier dropped (`CLASSIFIER_KEYS`)."""
+    return drop_classifier(backbone_layout(unwrap_state_dict(state_dict), model))
+
+
+def drop_classifier(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The state dict without a backbone's classifier (`CLASSIFIER_KEYS`)."""
+    return {key: value for key, value in state_dict.items() if not key.startswith(CLASSIFIER_KEYS)}
 
 
 def check_shapes(state_dict: Mapping[str, Tensor], model_state: Mapping[str, Tensor], name: str) -> None:
@@ -146,29 +152,23 @@ def is_full_checkpoint(state_dict: Mapping[str, Tensor]) -> bool:
 
 def load_pretrained(model: nn.Module, source: str | os.PathLike | Mapping, *, strict: bool = True) -> LoadReport:
     """Load backbone weights or a full checkpoint (satlib or official SAT) into `model`; returns what was
-    new (`missing`), ignored (`unexpected`) and dropped on purpose (`dropped`).
+    new (`missing`), ignored (`unexpected`) and dropped on purpose (`dropped`), and logs it.
 
     A checkpoint with a `loc_token` or a conv head is a full model and must match exactly (head
-    included). Anything else is a backbone's checkpoint, converted as timm converts it (DeiT/ViT for
-    `SAT`; any timm ViT layout for the models on timm backbones, `satlib.models.vit.convert_checkpoint`),
-    its classifier dropped and its position embedding resampled to the model's grid; the only keys it
-    may lack are the loc token, loc embedding and head. With `strict=False` other missing or unexpected
-    keys are reported instead of raising.
+    included). Anything else is a backbone's checkpoint, adapted by `checkpoint_filter_fn` (timm's
+    conversion, classifier dropped, position embedding resampled to the model's grid); the only keys
+    it may lack are the loc token, loc embedding and head. With `strict=False` other missing or
+    unexpected keys are reported instead of raising.
     """
-    from satlib.models.vit import CLASSIFIER_KEYS, ViTBase, convert_checkpoint
-
     name = "state dict" if isinstance(source, Mapping) else str(source)
     raw = unwrap_state_dict(source if isinstance(source, Mapping) else read_state_dict(source), name)
-    converted = raw
     if is_full_checkpoint(raw):
+        converted = raw
         state_dict = convert_official_checkpoint(raw) if "loc_token" in raw else dict(raw)
         allowed_missing = ()
-    elif isinstance(model, ViTBase):
-        converted = convert_checkpoint(raw, model)
-        state_dict = {k: v for k, v in converted.items() if not k.startswith(CLASSIFIER_KEYS)}
-        allowed_missing = BACKBONE_MISSING
     else:
-        state_dict, allowed_missing = checkpoint_filter_fn(raw, model, name), BACKBONE_MISSING
+        converted = backbone_layout(raw, model)
+        state_dict, allowed_missing = drop_classifier(converted), BACKBONE_MISSING
     dropped = sorted(set(converted) - set(state_dict))
     target = model.state_dict()
     check_shapes(state_dict, target, name)

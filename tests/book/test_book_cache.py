@@ -11,9 +11,9 @@ import torch
 import satlib.book.runs
 import satlib.train
 from satlib.book import FINISHED, Settings, probe_indices
+from satlib.build import build_datasets
 from satlib.checkpoint import load_checkpoint
 from satlib.config import load_config
-from satlib.build import build_datasets
 
 from tiny_recipe import tiny_overrides
 

@@ -85,7 +85,7 @@ def test_frozen_training_prints_the_trainable_count(tiny_config, capsys):
 
 @pytest.mark.parametrize("recipe, frozen", [("cub_dinov2_frozen", True), ("cub_deit3_small", False)])
 def test_backbone_recipes_build_their_models(recipe, frozen):
-    from satlib.checkpoint import build_model
+    from satlib.build import build_model
     from satlib.config import load_config
 
     config = load_config(recipe)
