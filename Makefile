@@ -1,7 +1,9 @@
 # Two entry points, both self-contained on a fresh machine (Python 3.10+ on PATH):
 #   make demo   set up .venv and run the embedded demo (synthetic data, CPU)
-#   make test   set up .venv and run the tests (pytest + nbval over the book's chapters, then the rehearsal)
+#   make test   set up .venv and run the tests: the unit tier first, then the rest of pytest with nbval over the
+#               book's chapters, then the rehearsal
 # and, while working on the code:
+#   make test-unit  the unit tier alone: no training, no other process, no browser, no CUDA (about a minute)
 #   make test-fast  the tests without the chapters (nbval) and without those marked slow (a few minutes)
 #   make rehearsal  every chapter's real-data branch and the CLI's paper recipes on stand-ins (SATLIB_SMOKE=1)
 #   make lint       ruff over the code (rules in pyproject.toml)
@@ -10,7 +12,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast rehearsal lint book clean
+.PHONY: setup demo test test-unit test-fast rehearsal lint book clean
+
+# The tiers (markers in pyproject.toml, the guard in tests/conftest.py): the unit tier is every test with none of
+# NOT_UNIT's markers, run with SATLIB_TEST_TIER=unit so that a test in it that trains or starts a process fails.
+NOT_UNIT := slow or trains or spawns or browser or gpu
+PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,16 +30,27 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/satlib demo
 
-# pytest exits 5 when it collects nothing: that is a failure here, never a pass. The rehearsal runs after
-# the tests pass.
+# pytest exits 5 when it collects nothing: that is a failure here, never a pass. Each stage runs only when the
+# one before it passed: the unit tier (a broken import fails in a minute), the rest of tests/ with nbval over
+# the chapters, then the rehearsal.
 test: $(STAMP)
-	@$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider; rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5)" >&2; fi; \
+	@SATLIB_TEST_TIER=unit $(PYTEST) -m "not ($(NOT_UNIT))" tests; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no unit tests (exit 5)" >&2; fi; \
+	if [ $$rc -ne 0 ]; then exit $$rc; fi; \
+	$(PYTEST) -m "$(NOT_UNIT)" tests; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests beyond the unit tier (exit 5)" >&2; fi; \
+	if [ $$rc -ne 0 ]; then exit $$rc; fi; \
+	$(PYTEST) --nbval-lax book; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no chapters (exit 5)" >&2; fi; \
 	if [ $$rc -ne 0 ]; then exit $$rc; fi; \
 	$(BIN)/python book/rehearse.py
 
+test-unit: $(STAMP)
+	@SATLIB_TEST_TIER=unit $(PYTEST) -m "not ($(NOT_UNIT))" tests; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5)" >&2; fi; exit $$rc
+
 test-fast: $(STAMP)
-	@$(BIN)/python -m pytest -m "not slow" -p no:cacheprovider tests; rc=$$?; \
+	@$(PYTEST) -m "not slow" tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5)" >&2; fi; exit $$rc
 
 # The chapters themselves are checked by nbval (make test), not linted.

@@ -1,4 +1,6 @@
+import multiprocessing.process
 import os
+import subprocess
 from types import SimpleNamespace
 
 import pytest
@@ -12,13 +14,53 @@ from tiny_recipe import tiny_overrides
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+# Test tiers. `make test-unit` runs the unit tier first: no marker below, so no training run, no other process,
+# no browser, no CUDA (SATLIB_TEST_TIER=unit). Tests that use one of these fixtures are in the rest by their
+# fixture; others carry the marker themselves. In the unit tier a test that trains or starts a process fails
+# with a message that says which marker it needs (`unit_tier_guard`), so the tiers cannot drift.
+NOT_UNIT = ("slow", "trains", "spawns", "browser", "gpu")
+FIXTURE_TIERS = {"trained_run": "trains", "demo_run": "trains", "built_book": "spawns"}  # fixture -> the marker its users get
+UNIT_TIER = os.environ.get("SATLIB_TEST_TIER") == "unit"
+
+
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture, marker in FIXTURE_TIERS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+class UnitTierError(AssertionError):
+    """A test in the unit tier trained a model or started a process: it belongs to another tier."""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def unit_tier_guard():
+    """Under SATLIB_TEST_TIER=unit, training an epoch or starting a process fails the test (or the fixture, of any
+    scope: this one comes first), naming the marker it needs."""
+    if not UNIT_TIER:
+        yield
+        return
+
+    def refuse(what: str, marker: str):
+        def refused(*args, **kwargs):
+            raise UnitTierError(f"{what} in the unit tier: mark the test @pytest.mark.{marker} "
+                                f"(tests/conftest.py, NOT_UNIT)")
+        return refused
+
+    import satlib.train
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(satlib.train, "run_epoch", refuse("a training epoch", "trains"))
+        patch.setattr(subprocess.Popen, "__init__", refuse("a subprocess", "spawns"))
+        patch.setattr(multiprocessing.process.BaseProcess, "start", refuse("another process", "spawns"))
+        yield
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from satlib.cli import main
 from tiny_recipe import TINY_MODEL
 
 
+@pytest.mark.trains
 def test_synth_train_evaluate_visualize(tmp_path, capsys):
     data, run = tmp_path / "data", tmp_path / "run"
     assert main(["data", "synth", "--out", str(data), "--num-classes", "3", "--per-class", "10",
@@ -49,12 +50,14 @@ def test_unknown_override_and_bad_paths_are_clear_errors(tmp_path, capsys):
     assert "checkpoint not found" in capsys.readouterr().err
 
 
+@pytest.mark.spawns
 def test_module_entry_point_runs():
     result = subprocess.run([sys.executable, "-m", "satlib", "--help"], capture_output=True, text=True, check=True)
     for command in ("demo", "data", "train", "evaluate", "visualize", "predict"):
         assert command in result.stdout
 
 
+@pytest.mark.slow  # DeiT-S with ten-crop classification: ~10 s on 2 idle cores
 def test_evaluate_an_official_checkpoint(tiny_data, tmp_path, capsys):
     """A checkpoint saved as the official train.py saves it (DataParallel keys, the Gaussian kernel)
     evaluates like the same weights in satlib's own checkpoint."""

@@ -48,6 +48,7 @@ def test_demo_reports_sat_the_trained_cam_and_trivial_boxes(demo_run, capsys):
         assert row in table
 
 
+@pytest.mark.trains
 def test_same_seed_same_numbers(demo_run, tiny_data, tmp_path):
     """Two demos with one seed on one machine: identical metrics (the schedule counts steps, not seconds)."""
     out, _ = demo_run
@@ -68,11 +69,13 @@ def test_baseline_recipe_is_the_same_recipe_for_the_baseline_model(tmp_path):
         baseline_recipe(config, "gradcam", tmp_path)
 
 
+@pytest.mark.trains
 def test_sat_alone(tiny_data, tmp_path):
     result = _tiny_demo(tiny_data, tmp_path / "alone", baseline=None)
     assert "trained_cam_gt_known" not in result and not (tmp_path / "alone" / "cam").exists()
 
 
+@pytest.mark.trains
 def test_a_baseline_trained_after_sat_leaves_sat_every_core(tiny_data, tmp_path, monkeypatch):
     # where the two cannot train at once (a GPU), they run one after the other, each on every core, and
     # metrics.json says so (it reported half the cores whenever a baseline was asked for)

@@ -55,6 +55,7 @@ def test_evaluation_runs_ten_crop_under_autocast_and_scores_fp32(tiny_config, cp
     assert metrics and all(isinstance(value, float) for value in metrics.values()), metrics
 
 
+@pytest.mark.trains
 def test_training_step_under_autocast_has_fp32_loss_terms(tiny_config, cpu_autocast, monkeypatch):
     seen = []
     real_loss = SATLoss.forward

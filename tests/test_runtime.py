@@ -39,6 +39,7 @@ def test_tf32_on_inside_the_block_restored_after_return_and_raise(fp32_flags):
         assert tf32_flags() == (False, False)  # nothing on a CPU
 
 
+@pytest.mark.trains
 def test_train_scopes_tf32_to_the_run(tiny_config, fp32_flags, monkeypatch):
     """A notebook cell after train() (returned or raised) computes in full fp32 again."""
     monkeypatch.setattr(runtime, "TF32_DEVICE_TYPES", frozenset({"cuda", "cpu"}))  # as a CUDA run does

@@ -84,6 +84,7 @@ def _recorders(monkeypatch):
     return seen
 
 
+@pytest.mark.trains
 def test_smoke_training_stops_after_two_capped_steps_and_evaluates_two_batches(smoke_data, tmp_path, monkeypatch):
     monkeypatch.setenv(SMOKE_ENV, "1")
     seen = _recorders(monkeypatch)
@@ -100,6 +101,7 @@ def test_smoke_training_stops_after_two_capped_steps_and_evaluates_two_batches(s
     assert saved["step"] == 2 and saved["config"]["train"]["max_steps"] == 2  # the checkpoint says it was capped
 
 
+@pytest.mark.trains
 def test_without_smoke_the_same_run_trains_every_step(smoke_data, tmp_path, monkeypatch):
     monkeypatch.delenv(SMOKE_ENV, raising=False)
     seen = _recorders(monkeypatch)
@@ -162,6 +164,7 @@ def test_cli_runs_a_paper_recipe_on_its_standin_offline(recipe, tmp_path):
 
 
 
+@pytest.mark.trains
 def test_smoke_evaluation_reports_the_images_it_scored(smoke_data, tmp_path, monkeypatch):
     """`satlib evaluate` under smoke says how many images it scored (2 batches of 8), not the split's 18."""
     from satlib.assess import evaluate_checkpoint

@@ -90,6 +90,7 @@ def test_same_seed_same_threads_same_metrics(trained_run, tmp_path):
                                                               if k != "time"}
 
 
+@pytest.mark.trains
 def test_time_budget_stops_after_a_step_evaluates_saves_and_warns(tiny_config, tmp_path):
     config = tiny_config(**{"train.epochs": 3, "train.time_budget": 1e-9})
     with pytest.warns(TimeBudgetExceeded, match=r"time_budget=1e-09s reached after optimizer step 1 of 9.*"
@@ -135,6 +136,7 @@ def test_resume_without_checkpoint_is_a_clear_error(tiny_config, tmp_path):
         train(tiny_config(), resume=True, progress=False)
 
 
+@pytest.mark.trains
 def test_crash_while_saving_keeps_the_previous_checkpoint(tiny_config, tmp_path, monkeypatch):
     config = tiny_config(**{"train.epochs": 2})
     out = tmp_path / "run"
@@ -155,6 +157,7 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(tiny_config, tmp_path,
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "checkpoint.pt", "config.yaml", "metrics.json"]
 
 
+@pytest.mark.trains
 def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path, monkeypatch):
     config = tiny_config(**{"train.epochs": 3})
     real_forward = SATLoss.forward
@@ -193,6 +196,7 @@ def test_best_checkpoint_follows_gt_known_plus_top1_loc(trained_run):
     assert "optimizer" not in best and best["metrics"]["gt_known"] == history[best["epoch"] - 1]["gt_known"]
 
 
+@pytest.mark.trains
 def test_quiet_training_logs_nothing_and_trains_the_same(tiny_config, capsys):
     loud = train(tiny_config(**{"train.epochs": 1}), progress=False)
     logged = capsys.readouterr()

@@ -23,6 +23,7 @@ def tiny_run_config(tiny_data, tmp_path):
     return lambda **extra: load_config("synthetic_cpu", tiny_overrides(tiny_data, tmp_path / "ignored", **extra))
 
 
+@pytest.mark.trains
 def test_a_run_is_trained_once_then_found_by_its_config(tmp_path, tiny_run_config, monkeypatch):
     settings = Settings(device=torch.device("cpu"), cache_root=tmp_path / "cache")
     epochs_seen = []
@@ -54,6 +55,7 @@ def test_the_key_is_the_whole_config_but_the_output_folder(tmp_path, tiny_run_co
     assert smoke.run_dir(tiny_run_config()) != base  # a capped run never stands in for a real one
 
 
+@pytest.mark.trains
 def test_an_unfinished_or_foreign_run_is_trained_again(tmp_path, tiny_run_config, monkeypatch):
     settings = Settings(device=torch.device("cpu"), cache_root=tmp_path)
     folder = settings.run_dir(tiny_run_config())
@@ -71,6 +73,7 @@ def test_an_unfinished_or_foreign_run_is_trained_again(tmp_path, tiny_run_config
     assert settings.run(tiny_run_config()).trained and len(calls) == 2
 
 
+@pytest.mark.trains
 def test_training_does_not_change_the_callers_config(tmp_path, tiny_run_config):
     settings = Settings(device=torch.device("cpu"), cache_root=tmp_path)
     config = tiny_run_config(**{"model.num_classes": 7})  # the data has 3: train() corrects its own copy
@@ -79,6 +82,7 @@ def test_training_does_not_change_the_callers_config(tmp_path, tiny_run_config):
     assert not settings.run(tiny_run_config(**{"model.num_classes": 7})).trained
 
 
+@pytest.mark.trains
 def test_every_run_keeps_its_probe_maps_without_changing_the_run(tmp_path, tiny_run_config):
     settings = Settings(device=torch.device("cpu"), cache_root=tmp_path / "cache")
     run = settings.run(tiny_run_config())

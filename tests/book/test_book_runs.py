@@ -16,7 +16,7 @@ import nbformat
 import pytest
 import torch
 
-import satlib.data.synthetic
+import satlib.book.recipes
 from satlib.book import BookRun, Settings, cited_runs
 from satlib.config import Config, load_config
 
@@ -65,7 +65,7 @@ def committed_settings(cache: Path) -> Settings:
 @pytest.fixture
 def settings(tmp_path, monkeypatch) -> Settings:
     """Committed settings on an empty cache; the stand-in's folder is named, not generated."""
-    monkeypatch.setattr(satlib.data.synthetic, "ensure_synthetic_dataset", lambda root, **_: Path(root))
+    monkeypatch.setattr(satlib.book.recipes, "ensure_synthetic_dataset", lambda root, **_: Path(root))
     return committed_settings(tmp_path / "cache")
 
 
@@ -125,7 +125,7 @@ def test_a_stale_or_missing_citation_is_reported(settings):
 
 
 def test_run_ids_do_not_depend_on_the_cache_folder(tmp_path, monkeypatch):
-    monkeypatch.setattr(satlib.data.synthetic, "ensure_synthetic_dataset", lambda root, **_: Path(root))
+    monkeypatch.setattr(satlib.book.recipes, "ensure_synthetic_dataset", lambda root, **_: Path(root))
     here, there = committed_settings(tmp_path / "here"), committed_settings(tmp_path / "there")
     assert here.run_dir(here.shared_recipe()).name == there.run_dir(there.shared_recipe()).name
     assert here.run_key(here.shared_recipe())["config"]["data"]["root"] == "$SATLIB_CACHE/book/synthetic-64px-4x100"

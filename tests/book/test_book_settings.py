@@ -38,6 +38,7 @@ def cub_folder(tmp_path):
     return root
 
 
+@pytest.mark.spawns
 def test_satlib_never_imports_the_book_and_the_book_needs_no_ipywidgets():
     code = ("import sys; import satlib; print(sorted({'ipywidgets', 'satlib.book'} & set(sys.modules)))\n"
             "sys.modules['ipywidgets'] = None  # any import of it now fails\n"

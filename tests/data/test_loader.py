@@ -50,6 +50,7 @@ def test_train_loader_is_seeded_and_drops_the_last_partial_batch(cub_root):
     assert len(build_loader(train, 3, train=False, workers=0)) == 1
 
 
+@pytest.mark.spawns
 def test_worker_processes_give_the_same_test_batch(cub_root):
     test = build_dataset("cub", cub_root, "test", img_size=32, resize_size=40)
     a = next(iter(build_loader(test, 2, train=False, workers=0)))

@@ -158,6 +158,7 @@ def test_extents_to_boxes_follow_the_extents_device(protocol):
     assert extents_to_boxes(extents, protocol, 16).device == extents.device
 
 
+@pytest.mark.spawns
 def test_import_is_light():
     import subprocess
     import sys

@@ -91,6 +91,7 @@ def test_loss_follows_the_method(seeded):
     assert terms["area"] == 0 and terms["norm"] == 0
 
 
+@pytest.mark.trains
 @pytest.mark.parametrize("name", ["cam_tiny_convstem", "tscam_tiny_convstem"])
 def test_a_baseline_trains_and_evaluates_through_the_loop(tiny_config, name):
     from satlib.build import load
@@ -104,6 +105,7 @@ def test_a_baseline_trains_and_evaluates_through_the_loop(tiny_config, name):
     assert model.method == name.split("_")[0] and info.name == info.config.model.name == name
 
 
+@pytest.mark.trains
 def test_satlib_train_takes_a_baseline_by_model_flag(tiny_data, tmp_path):
     from satlib.cli import main
 

@@ -73,6 +73,7 @@ def test_train_query_blocks_needs_a_frozen_backbone():
         satlib.create_model("sat_tiny_convstem", train_query_blocks=True)
 
 
+@pytest.mark.trains
 def test_frozen_training_prints_the_trainable_count(tiny_config, capsys):
     from satlib.train import train
 

@@ -42,8 +42,8 @@ def sharpen(model):
     return model
 
 
-@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if "_base_" in name else name
-                                  for name in satlib.list_models()])  # DeiT-B: ~10 s on 2 cores
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if "_base_" in name or "_small_" in name
+                                  else name for name in satlib.list_models()])  # DeiT-S/B: seconds each on 2 cores
 def test_every_named_model_runs_forward_and_backward(seeded, name):
     model = satlib.create_model(name, num_classes=3, img_size=32)
     out = model(torch.randn(2, 3, 32, 32))
