@@ -14,9 +14,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test test-unit test-fast rehearsal lint book clean
 
-# The tiers (markers in pyproject.toml, the guard in tests/conftest.py): the unit tier is every test with none of
-# NOT_UNIT's markers, run with SATLIB_TEST_TIER=unit so that a test in it that trains or starts a process fails.
-NOT_UNIT := slow or trains or spawns or browser or gpu
+# The tiers are chosen by SATLIB_TEST_TIER (unit, rest; tests/conftest.py: the markers that leave the unit tier, and
+# the guard that fails a unit test that trains or starts a process).
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
 $(STAMP): pyproject.toml
@@ -34,10 +33,10 @@ demo: $(STAMP)
 # one before it passed: the unit tier (a broken import fails in a minute), the rest of tests/ with nbval over
 # the chapters, then the rehearsal.
 test: $(STAMP)
-	@SATLIB_TEST_TIER=unit $(PYTEST) -m "not ($(NOT_UNIT))" tests; rc=$$?; \
+	@SATLIB_TEST_TIER=unit $(PYTEST) tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no unit tests (exit 5)" >&2; fi; \
 	if [ $$rc -ne 0 ]; then exit $$rc; fi; \
-	$(PYTEST) -m "$(NOT_UNIT)" tests; rc=$$?; \
+	SATLIB_TEST_TIER=rest $(PYTEST) tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests beyond the unit tier (exit 5)" >&2; fi; \
 	if [ $$rc -ne 0 ]; then exit $$rc; fi; \
 	$(PYTEST) --nbval-lax book; rc=$$?; \
@@ -46,7 +45,7 @@ test: $(STAMP)
 	$(BIN)/python book/rehearse.py
 
 test-unit: $(STAMP)
-	@SATLIB_TEST_TIER=unit $(PYTEST) -m "not ($(NOT_UNIT))" tests; rc=$$?; \
+	@SATLIB_TEST_TIER=unit $(PYTEST) tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5)" >&2; fi; exit $$rc
 
 test-fast: $(STAMP)

@@ -14,13 +14,16 @@ from tiny_recipe import tiny_overrides
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
-# Test tiers. `make test-unit` runs the unit tier first: no marker below, so no training run, no other process,
-# no browser, no CUDA (SATLIB_TEST_TIER=unit). Tests that use one of these fixtures are in the rest by their
-# fixture; others carry the marker themselves. In the unit tier a test that trains or starts a process fails
-# with a message that says which marker it needs (`unit_tier_guard`), so the tiers cannot drift.
+# Test tiers. SATLIB_TEST_TIER=unit keeps the unit tier: every test with none of the NOT_UNIT markers, so no
+# training run, no other process, no browser, no CUDA; SATLIB_TEST_TIER=rest keeps the others; unset, all run.
+# Tests that use one of the FIXTURE_TIERS fixtures get its marker; others carry theirs. In the unit tier a test or
+# fixture that trains or starts a process fails, naming the marker it needs (`unit_tier_guard`), so the tiers
+# cannot drift.
 NOT_UNIT = ("slow", "trains", "spawns", "browser", "gpu")
-FIXTURE_TIERS = {"trained_run": "trains", "demo_run": "trains", "built_book": "spawns"}  # fixture -> the marker its users get
-UNIT_TIER = os.environ.get("SATLIB_TEST_TIER") == "unit"
+FIXTURE_TIERS = {"trained_run": "trains", "demo_run": "trains", "built_book": "spawns"}  # fixture -> marker
+TIER = os.environ.get("SATLIB_TEST_TIER", "")
+if TIER not in ("", "unit", "rest"):
+    raise pytest.UsageError(f"SATLIB_TEST_TIER={TIER!r}: expected unit, rest or nothing (every test)")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -28,6 +31,10 @@ def pytest_collection_modifyitems(config, items):
         for fixture, marker in FIXTURE_TIERS.items():
             if fixture in getattr(item, "fixturenames", ()):
                 item.add_marker(marker)
+    if TIER:
+        in_rest = [any(marker in item.keywords for marker in NOT_UNIT) for item in items]
+        config.hook.pytest_deselected(items=[i for i, rest in zip(items, in_rest) if rest != (TIER == "rest")])
+        items[:] = [i for i, rest in zip(items, in_rest) if rest == (TIER == "rest")]
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
@@ -44,7 +51,7 @@ class UnitTierError(AssertionError):
 def unit_tier_guard():
     """Under SATLIB_TEST_TIER=unit, training an epoch or starting a process fails the test (or the fixture, of any
     scope: this one comes first), naming the marker it needs."""
-    if not UNIT_TIER:
+    if TIER != "unit":
         yield
         return
 
