@@ -26,7 +26,8 @@ two geometries differ, e.g. CUB's 256 -> 224 crop, that is not its published set
 when img_size == resize_size, as on the synthetic set, and on OpenImages, resized under both).
 Without logits, Top-1/5 Loc and Top-1/5 Cls are not reported and SAT's threshold is chosen on
 GT-known alone (the official rule adds Top-1 Loc). PxAP is reported where the dataset has masks
-(OpenImages; CUB-layout folders with segmentations/, such as the synthetic set).
+(OpenImages; CUB-layout folders with segmentations/, such as the synthetic set) and the thresholds
+start at 0, so that every pixel's score counts: under wsolevaluation's own list.
 
 Thresholds are chosen on the test split, as both published protocols do ("test"), and on a held-out
 split ("heldout"), as wsolevaluation prescribes for hyper-parameters (its train-fullsup split):
@@ -126,6 +127,8 @@ def save_maps(path: str | Path, maps: MapSet) -> Path:
     """Write `maps` as an `.npz` (atomically): one `<image id>.npy` entry per map, and the reserved rows."""
     arrays = dict(maps.maps)
     ids = sorted(maps.logits or maps.labels or {})
+    if maps.logits and maps.labels and set(maps.logits) != set(maps.labels):
+        raise ValueError(f"{maps.source}: logits and labels must name the same image ids (one __image_ids__ row each)")
     if ids:
         arrays["__image_ids__"] = np.array(ids, dtype=str)
     if maps.logits:
@@ -395,7 +398,8 @@ def _update(evaluators: dict, roles: tuple[str, ...], maps: torch.Tensor, target
         masks = torch.stack([t["mask"].to(torch.uint8).masked_fill(t["ignore"], IGNORE) for t in targets])
     for (_, role), evaluator in evaluators.items():
         if role in roles:
-            with_masks = masks is not None and evaluator.pixel_ap is not None
+            # PxAP histograms the scores from the first threshold up: it is read where that is 0 (wsoleval's list)
+            with_masks = masks is not None and evaluator.pixel_ap is not None and evaluator.thresholds[0] == 0
             evaluator.update(maps, [t["boxes"] for t in targets], logits=None if logits is None else logits.to(device),
                              labels=None if logits is None else labels,
                              gt_masks=masks.to(device) if with_masks else None)
