@@ -229,7 +229,7 @@ class _Split:
     """Images of one dataset split with their targets, and which evaluators each image feeds."""
 
     dataset: WSOLDataset
-    roles: list[tuple[str, ...]]  # per image: "test" (every test image), "choose", "scored"
+    roles: list[tuple[str, ...]]  # per image: "test" (the test split), "choose" and "scored" (its two parts)
 
 
 def evaluate_maps(maps: MapSet | Mapping[str, np.ndarray] | str | Path, data_root: str | Path, *,
@@ -263,6 +263,9 @@ def evaluate_maps(maps: MapSet | Mapping[str, np.ndarray] | str | Path, data_roo
     with_logits = mapset.logits is not None
     for batch_maps, targets, roles in _batches(mapset, splits, batch_size):
         _update(evaluators, roles, batch_maps.to(device), targets, mapset if with_logits else None, device)
+    if scored == "scored":  # a part of the test split chose: the test split is both parts
+        for p in PROTOCOLS:
+            evaluators[p, "test"].merge(evaluators[p, "choose"]).merge(evaluators[p, "scored"])
     test_scores = {p: evaluators[p, "test"].compute() for p in PROTOCOLS}
     held = None if scored is None else \
         {p: evaluators[p, scored].compute(choose_on=evaluators[p, "choose"]) for p in PROTOCOLS}
@@ -359,10 +362,10 @@ def _plan(mapset: MapSet, test: WSOLDataset, val: WSOLDataset | None,
         return ([_Split(test, every), _Split(val, [("choose",)] * len(val))],
                 f"val: thresholds chosen on the {len(val)} images of the val split (wsolevaluation's "
                 f"train-fullsup), scored on the {len(test)} test images", "test")
-    if len(test) < 2:
-        return [_Split(test, every)], "unavailable: too few test images to hold some out", None
     held = set(heldout_indices(test.labels))
-    roles = [("test", "choose") if i in held else ("test", "scored") for i in range(len(test))]
+    if not held:
+        return [_Split(test, every)], "unavailable: no class of the test split has two images to split", None
+    roles = [("choose",) if i in held else ("scored",) for i in range(len(test))]  # "test": both, merged
     reason = "the dataset has no val split" if val is None else "the maps do not cover the val split"
     return ([_Split(test, roles)],
             f"test-part: thresholds chosen on {len(held)} test images ({HELDOUT_FRACTION:.0%} of each class, "

@@ -170,6 +170,27 @@ class LocalizationEvaluator:
         any_iou.scatter_reduce_(0, plane, best, reduce="amax")
         return rearrange(any_iou, "(batch thresholds) -> batch thresholds", thresholds=T)
 
+    def merge(self, other: LocalizationEvaluator) -> LocalizationEvaluator:
+        """Add the counters of `other` (same protocol, thresholds and IoU levels) to this one's, as if its
+        batches had been given here too; returns self."""
+        self._check_chooser(other)
+        if other.count == 0:
+            return self
+        for name, given in (("logits", other.with_logits), ("gt_masks", other.with_masks)):
+            seen = self.with_logits if name == "logits" else self.with_masks
+            if seen is not None and seen != given:
+                raise ValueError(f"merge: {name} given to one evaluator and not the other")
+        self.count += other.count
+        self.top1_cls += other.top1_cls
+        self.top5_cls += other.top5_cls
+        for name in ("largest_hits", "any_hits", "top1_loc", "top5_loc"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        if self.pixel_ap is not None:
+            self.pixel_ap.true_hist = self.pixel_ap.true_hist + other.pixel_ap.true_hist
+            self.pixel_ap.false_hist = self.pixel_ap.false_hist + other.pixel_ap.false_hist
+        self.with_logits, self.with_masks = other.with_logits, other.with_masks
+        return self
+
     def all_reduce(self) -> None:
         """Sum the counters over the processes of torch.distributed: every rank then computes the whole set.
 

@@ -244,3 +244,17 @@ def test_thresholds_chosen_on_another_split(protocol):
         assert chosen[f"iou{level}"] == test_at[best][f"iou{level}"], level
     with pytest.raises(ValueError, match="must equal this evaluator's"):
         test.compute(choose_on=LocalizationEvaluator(thresholds=[0.5], image_size=32, protocol=protocol))
+
+
+@pytest.mark.parametrize("protocol", ["sat", "wsoleval"])
+def test_merged_evaluators_count_as_one(protocol):
+    """merge: two evaluators' counters added give what one evaluator fed every batch gives, PxAP included."""
+    maps, boxes = smooth_maps(12, 5, (8, 8)), random_gt_boxes(12, 6, 16)
+    logits, labels = torch.randn(12, 4, generator=torch.Generator().manual_seed(0)), torch.arange(12) % 4
+    masks = (torch.rand(12, 16, 16, generator=torch.Generator().manual_seed(1)) > 0.6).to(torch.uint8)
+    whole, first, second = (LocalizationEvaluator(image_size=16, protocol=protocol) for _ in range(3))
+    whole.update(maps, boxes, logits, labels, gt_masks=masks)
+    first.update(maps[:5], boxes[:5], logits[:5], labels[:5], gt_masks=masks[:5])
+    second.update(maps[5:], boxes[5:], logits[5:], labels[5:], gt_masks=masks[5:])
+    merged = LocalizationEvaluator(image_size=16, protocol=protocol).merge(first).merge(second)
+    assert merged.compute() == whole.compute()
