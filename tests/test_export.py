@@ -1,4 +1,5 @@
-"""Sharing a trained model (satlib.export): export -> satlib.load and timm give the same model; the card is the run's."""
+"""Sharing a trained model (satlib.export): export -> satlib.load and timm give the same model; the card
+is the run's."""
 
 import json
 import re
