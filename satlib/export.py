@@ -115,7 +115,8 @@ def model_card(hub: dict) -> str:
              f"On the test split of `{data['dataset']}`, protocol `{section['protocol']}`, epoch "
              f"{metrics.get('epoch', '?')}, map threshold {_number(section['threshold'])} "
              f"({metrics.get('images', '?')} images, percent):", "", "| metric | value |", "|---|---|"]
-    lines += [f"| {label} | {metrics[key]:.2f} |" for key, label in CARD_METRICS.items() if key in metrics]
+    rows = [f"| {label} | {metrics[key]:.2f} |" for key, label in CARD_METRICS.items() if key in metrics]
+    lines += rows or ["| (none stored: the checkpoint carries no evaluation; `satlib evaluate` measures it) | |"]
     lines += ["", "## Caveats", ""] + [f"- {c}" for c in caveats(section)]
     lines += ["", "## Data", "",
               f"- dataset `{data['dataset']}`, {hub['num_classes']} classes"

@@ -171,6 +171,8 @@ def model_maps(loaded: LoadedModel, data_root: str | Path, *, dataset: str | Non
     for split in ("test", "val") if has_metadata(Path(data_root), "val") else ("test",):
         loader = test_loader(build_test_split(config, split=split), config, Dist(device=device))
         for batch in tqdm(loader, desc=f"maps ({split})", leave=False):
+            if batch is None:  # every image of the batch was unreadable (data.skip_bad)
+                continue
             batch_labels = batch["labels"].to(device)
             out, scores = batch_outputs(model, batch, config, device)
             for i, image_id in enumerate(batch["image_ids"]):
@@ -257,7 +259,8 @@ def evaluate_maps(maps: MapSet | Mapping[str, np.ndarray] | str | Path, data_roo
     val = _read_split(reader, root, "val", protocol, sizes) if has_metadata(root, "val") else None
     _check_ids(mapset, test, val)
     splits, heldout_split, scored = _plan(mapset, test, val, heldout)
-    chosen = {protocol: thresholds or meta.get("thresholds") or default_thresholds(protocol)}
+    recorded = meta.get("thresholds") if meta.get("protocol", protocol) == protocol else None  # that protocol's
+    chosen = {protocol: thresholds or recorded or default_thresholds(protocol)}
     evaluators = {(p, role): LocalizationEvaluator(thresholds=chosen.get(p), image_size=test.img_size, protocol=p)
                   for p in PROTOCOLS for role in ("test", "choose", "scored")}
     with_logits = mapset.logits is not None
