@@ -109,17 +109,21 @@ def model_card(hub: dict) -> str:
     data, train = config["data"], config["train"]
     name = hub["architecture"]
     lines = ["---", "library_name: timm", "tags:", "- image-classification", "- weakly-supervised-object-localization",
-             "- satlib", "---", "", f"# {name} ({section['method'].upper()}, trained with satlib)", "",
-             f"Weakly supervised object localization: a class label and an object map per image, trained "
-             f"from image labels alone. satlib {section['version']}.", "", "## Metrics", "",
-             f"On the test split of `{data['dataset']}`, protocol `{section['protocol']}`, epoch "
-             f"{metrics.get('epoch', '?')}, map threshold {_number(section['threshold'])} "
-             f"({metrics.get('images', '?')} images, percent):", "", "| metric | value |", "|---|---|"]
+             "- satlib", "---", "", f"# {name} ({section['method'].upper()})", "",
+             f"Weakly supervised object localization: a class label and an object map per image, learnt "
+             f"from image labels alone. Exported by satlib {section['version']}.", "", "## Metrics", ""]
     rows = [f"| {label} | {metrics[key]:.2f} |" for key, label in CARD_METRICS.items() if key in metrics]
-    lines += rows or ["| (none stored: the checkpoint carries no evaluation; `satlib evaluate` measures it) | |"]
+    if rows:
+        lines += [f"On the test split of `{data['dataset']}`, protocol `{section['protocol']}`, epoch "
+                  f"{metrics.get('epoch', '?')}, map threshold {_number(section['threshold'])} "
+                  f"({metrics.get('images', '?')} images, percent):", "", "| metric | value |", "|---|---|", *rows]
+    else:
+        lines.append("No evaluation is stored with these weights (an official release, or a run never "
+                     "evaluated): `satlib evaluate --checkpoint <this folder> --data-root ...` measures them.")
     lines += ["", "## Caveats", ""] + [f"- {c}" for c in caveats(section)]
+    dataset = f"`{data['dataset']}`" if metrics else "not recorded with these weights"
     lines += ["", "## Data", "",
-              f"- dataset `{data['dataset']}`, {hub['num_classes']} classes"
+              f"- dataset {dataset}, {hub['num_classes']} classes"
               + (f" ({', '.join(hub['label_names'][:5])}{', ...' if len(hub['label_names']) > 5 else ''})"
                  if hub["label_names"] else ""),
               f"- input {data['img_size']} px; test geometry of the `{section['protocol']}` protocol"
