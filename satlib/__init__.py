@@ -9,7 +9,8 @@ from satlib.info import LoadedModel, ModelInfo
 from satlib.kernels import gaussian_kernel
 from satlib.localize import Localization, localize
 from satlib.losses import SATLoss, area_loss, normalization_loss
-from satlib.maps import MapScores, MapSet, evaluate_maps, model_maps, read_maps, save_maps
+from satlib.mapfile import MapSet, model_maps, read_maps, save_maps
+from satlib.maps import MapScores, evaluate_maps
 from satlib.models import (
     SAT,
     LoadReport,

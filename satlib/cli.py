@@ -32,7 +32,8 @@ from satlib.demo import run_demo
 from satlib.evaluation import trivial_baselines
 from satlib.export import export_model
 from satlib.files import atomic_write_text
-from satlib.maps import HELDOUT_MODES, evaluate_maps, model_maps, save_maps
+from satlib.mapfile import model_maps, save_maps
+from satlib.maps import HELDOUT_MODES, evaluate_maps
 from satlib.predict import predict_paths
 from satlib.runtime import resolve_device
 from satlib.train import train

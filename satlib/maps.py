@@ -1,14 +1,7 @@
-"""Score any method's localization maps with both protocols: `evaluate_maps`, and the maps file it reads.
+"""Score any method's localization maps with both protocols: `evaluate_maps`.
 
-A maps file is an `.npz` (or a folder of `.npy` files, an unzipped npz) holding one array per image,
-named by the dataset's image id (CUB: `001.Black_footed_Albatross/Black_Footed_Albatross_0001_796111.jpg`;
-a wsolevaluation split: its `image_ids.txt` entry), and optionally:
-
-    __image_ids__   (N,) str          the order of the two rows below
-    __logits__      (N, classes)      class scores: Top-1/5 Loc and Top-1/5 Cls need them
-    __labels__      (N,) int          checked against the dataset's labels
-    __meta__        () str            JSON defaults for scoring: protocol, img_size, resize_size, dataset,
-                                      thresholds (what `model_maps` records)
+The maps come as a `MapSet` (`satlib.mapfile`: a maps file read, or a model's maps), a {image id: map}
+mapping, or a maps file's path.
 
 A map is (h, w) of any size and value range over the image as the protocol's test geometry shows it to
 a model (`satlib.data.transforms`): under "sat" the centre img_size crop of the image resized to
@@ -40,154 +33,23 @@ which, with the image counts.
 
 from __future__ import annotations
 
-import copy
-import json
-import zipfile
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from satlib.build import build_test_split, test_loader
 from satlib.data import WSOLDataset, build_dataset
 from satlib.data.cub import is_cub_layout
 from satlib.data.metadata import has_metadata
-from satlib.evaluate import batch_outputs, scored_maps
 from satlib.evaluation import PROTOCOLS, LocalizationEvaluator, default_thresholds
 from satlib.evaluation.masks import IGNORE
-from satlib.files import atomic_write
-from satlib.info import LoadedModel
-from satlib.runtime import Dist
+from satlib.mapfile import MapSet, read_maps
 
-RESERVED = ("__image_ids__", "__logits__", "__labels__", "__meta__")
 HELDOUT_MODES = ("auto", "val", "test-part", "none")
 HELDOUT_FRACTION = 0.2  # of each class of the test split, when the dataset has no held-out split
 HELDOUT_SEED = 0
-
-
-@dataclass
-class MapSet:
-    """Maps by image id, (h, w) each, with optional class scores and labels by image id, and scoring defaults."""
-
-    maps: dict[str, np.ndarray]
-    logits: dict[str, np.ndarray] | None = None  # (classes,) per image id
-    labels: dict[str, int] | None = None
-    meta: dict = field(default_factory=dict)
-    source: str = "maps"  # the file's name, for error messages
-
-
-# ----------------------------------------------------------------------------------------------
-# the file: read, write, and a model's maps of a dataset
-
-
-def read_maps(path: str | Path) -> MapSet:
-    """A maps file (`.npz`) or folder of `.npy` files (see the module docstring) as a `MapSet`."""
-    path = Path(path)
-    if path.is_dir():
-        arrays = {p.relative_to(path).with_suffix("").as_posix(): np.load(p, allow_pickle=False)
-                  for p in sorted(path.rglob("*.npy"))}
-    elif path.is_file():
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    else:
-        raise FileNotFoundError(f"maps not found: {path} (an .npz file or a folder of .npy files)")
-    return mapset_from_arrays(arrays, source=str(path))
-
-
-def mapset_from_arrays(arrays: Mapping[str, np.ndarray], source: str = "maps") -> MapSet:
-    """The arrays of a maps file (keys as in the module docstring) as a `MapSet`, rows checked."""
-    arrays = dict(arrays)
-    extras = {key: arrays.pop(key) for key in RESERVED if key in arrays}
-    unknown = [key for key in arrays if key.startswith("__") and key.endswith("__")]
-    if unknown:
-        raise ValueError(f"{source}: unknown reserved key {unknown[0]!r} (reserved: {', '.join(RESERVED)})")
-    meta = json.loads(str(extras["__meta__"])) if "__meta__" in extras else {}
-    rows = [key for key in ("__logits__", "__labels__") if key in extras]
-    if rows and "__image_ids__" not in extras:
-        raise ValueError(f"{source}: {rows[0]} needs __image_ids__, the image id of each row")
-    ids = [str(i) for i in extras.get("__image_ids__", np.array([], dtype=str)).reshape(-1)]
-    for key in rows:
-        if len(extras[key]) != len(ids):
-            raise ValueError(f"{source}: {key} has {len(extras[key])} rows for {len(ids)} __image_ids__")
-    logits = labels = None
-    if "__logits__" in extras:
-        table = np.asarray(extras["__logits__"])
-        if table.ndim != 2:
-            raise ValueError(f"{source}: __logits__ has shape {table.shape}, expected (images, classes)")
-        logits = dict(zip(ids, table))
-    if "__labels__" in extras:
-        labels = {image_id: int(label) for image_id, label in zip(ids, np.asarray(extras["__labels__"]))}
-    return MapSet(maps=arrays, logits=logits, labels=labels, meta=meta, source=source)
-
-
-def save_maps(path: str | Path, maps: MapSet) -> Path:
-    """Write `maps` as an `.npz` (atomically): one `<image id>.npy` entry per map, and the reserved rows."""
-    arrays = dict(maps.maps)
-    ids = sorted(maps.logits or maps.labels or {})
-    if maps.logits and maps.labels and set(maps.logits) != set(maps.labels):
-        raise ValueError(f"{maps.source}: logits and labels must name the same image ids (one __image_ids__ row each)")
-    if ids:
-        arrays["__image_ids__"] = np.array(ids, dtype=str)
-    if maps.logits:
-        arrays["__logits__"] = np.stack([maps.logits[i] for i in ids])
-    if maps.labels:
-        arrays["__labels__"] = np.array([maps.labels[i] for i in ids], dtype=np.int64)
-    if maps.meta:
-        arrays["__meta__"] = np.array(json.dumps(maps.meta))
-
-    def write(file) -> None:
-        with zipfile.ZipFile(file, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for key, array in arrays.items():
-                with archive.open(f"{key}.npy", "w", force_zip64=True) as entry:
-                    np.lib.format.write_array(entry, np.asanyarray(array), allow_pickle=False)
-
-    return atomic_write(path, write)
-
-
-@torch.no_grad()
-def model_maps(loaded: LoadedModel, data_root: str | Path, *, dataset: str | None = None,
-               protocol: str | None = None, thresholds: Sequence[float] | None = None,
-               tencrop: bool | None = None, batch_size: int | None = None) -> MapSet:
-    """The maps a trained model is scored with (`satlib.evaluate.scored_maps`, float32, at the model's
-    grid) and its logits, on the test split of `data_root` and on its "val" split where it has one.
-
-    Dataset, protocol (the test geometry), thresholds, ten-crop logits and batch size are the model's
-    config's unless given, as `satlib evaluate --checkpoint` takes them; they go into `meta`, so that
-    `evaluate_maps` scores the maps as the checkpoint is scored.
-    """
-    model, info = loaded
-    config = copy.deepcopy(info.config)
-    config.data.root = str(data_root)
-    config.data.dataset = dataset or config.data.dataset
-    config.eval.protocol = protocol or config.eval.protocol
-    config.eval.thresholds = list(thresholds or config.eval.thresholds)
-    config.eval.tencrop = config.eval.tencrop if tencrop is None else tencrop
-    config.eval.batch_size = batch_size or config.eval.batch_size
-    device = next(model.parameters()).device
-    maps, logits, labels = {}, {}, {}
-    for split in ("test", "val") if has_metadata(Path(data_root), "val") else ("test",):
-        loader = test_loader(build_test_split(config, split=split), config, Dist(device=device))
-        for batch in tqdm(loader, desc=f"maps ({split})", leave=False):
-            if batch is None:  # every image of the batch was unreadable (data.skip_bad)
-                continue
-            batch_labels = batch["labels"].to(device)
-            out, scores = batch_outputs(model, batch, config, device)
-            for i, image_id in enumerate(batch["image_ids"]):
-                maps[image_id] = scored_maps(out, batch_labels)[i].float().cpu().numpy()
-                logits[image_id] = scores[i].cpu().numpy()
-                labels[image_id] = int(batch["labels"][i])
-    meta = {"model": info.name, "dataset": config.data.dataset, "protocol": config.eval.protocol,
-            "img_size": config.data.img_size, "resize_size": config.data.resize_size,
-            "thresholds": list(config.eval.thresholds or default_thresholds(config.eval.protocol)),
-            "tencrop": config.eval.tencrop}
-    return MapSet(maps=maps, logits=logits, labels=labels, meta=meta, source="model_maps")
-
-
-# ----------------------------------------------------------------------------------------------
-# scoring
 
 
 @dataclass(frozen=True)

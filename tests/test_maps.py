@@ -14,7 +14,8 @@ from satlib.data.cub import read_cub
 from satlib.data.metadata import write_metadata
 from satlib.data.records import Problems
 from satlib.evaluation import LocalizationEvaluator
-from satlib.maps import MapSet, evaluate_maps, heldout_indices, read_maps, save_maps
+from satlib.mapfile import MapSet, read_maps, save_maps
+from satlib.maps import evaluate_maps, heldout_indices
 
 
 @pytest.mark.parametrize("protocol", ["sat", "wsoleval"])
