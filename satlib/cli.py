@@ -98,7 +98,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             tencrop = True if args.official and args.tencrop is None else args.tencrop  # as evaluate_checkpoint
             dataset = args.dataset or ("cub" if args.official else None)
             save_maps(args.save_maps, model_maps(checkpoint, args.data_root, dataset=dataset, protocol=args.protocol,
-                                                 thresholds=args.thresholds, tencrop=tencrop))
+                                                 thresholds=args.thresholds, tencrop=tencrop, progress=True))
             print(f"wrote {args.save_maps}", file=sys.stderr)
     text = json.dumps(metrics, indent=2)
     print(text)

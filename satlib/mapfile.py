@@ -116,13 +116,13 @@ def save_maps(path: str | Path, maps: MapSet) -> Path:
 @torch.no_grad()
 def model_maps(loaded: LoadedModel, data_root: str | Path, *, dataset: str | None = None,
                protocol: str | None = None, thresholds: Sequence[float] | None = None,
-               tencrop: bool | None = None, batch_size: int | None = None) -> MapSet:
+               tencrop: bool | None = None, batch_size: int | None = None, progress: bool = False) -> MapSet:
     """The maps a trained model is scored with (`satlib.evaluate.scored_maps`, float32, at the model's
     grid) and its logits, on the test split of `data_root` and on its "val" split where it has one.
 
     Dataset, protocol (the test geometry), thresholds, ten-crop logits and batch size are the model's
     config's unless given, as `satlib evaluate --checkpoint` takes them; they go into `meta`, so that
-    `evaluate_maps` scores the maps as the checkpoint is scored.
+    `evaluate_maps` scores the maps as the checkpoint is scored. `progress` shows a bar per split.
     """
     model, info = loaded
     config = copy.deepcopy(info.config)
@@ -136,7 +136,7 @@ def model_maps(loaded: LoadedModel, data_root: str | Path, *, dataset: str | Non
     maps, logits, labels = {}, {}, {}
     for split in ("test", "val") if has_metadata(Path(data_root), "val") else ("test",):
         loader = test_loader(build_test_split(config, split=split), config, Dist(device=device))
-        for batch in tqdm(loader, desc=f"maps ({split})", leave=False):
+        for batch in tqdm(loader, desc=f"maps ({split})", leave=False, disable=not progress):
             if batch is None:  # every image of the batch was unreadable (data.skip_bad)
                 continue
             batch_labels = batch["labels"].to(device)
