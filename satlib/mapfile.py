@@ -8,7 +8,7 @@ a wsolevaluation split: its `image_ids.txt` entry), and optionally:
     __logits__      (N, classes)      class scores: Top-1/5 Loc and Top-1/5 Cls need them
     __labels__      (N,) int          checked against the dataset's labels
     __meta__        () str            JSON defaults for scoring: protocol, img_size, resize_size, dataset,
-                                      thresholds (what `model_maps` records)
+                                      thresholds, max_images (what `model_maps` records)
 
 `read_maps` reads one, `save_maps` writes one (atomically), `model_maps` makes one from a trained
 model (its maps as `satlib evaluate` scores them, and its logits); `satlib.maps.evaluate_maps` scores it.
@@ -21,6 +21,7 @@ import json
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -122,7 +123,9 @@ def model_maps(loaded: LoadedModel, data_root: str | Path, *, dataset: str | Non
 
     Dataset, protocol (the test geometry), thresholds, ten-crop logits and batch size are the model's
     config's unless given, as `satlib evaluate --checkpoint` takes them; they go into `meta`, so that
-    `evaluate_maps` scores the maps as the checkpoint is scored. `progress` shows a bar per split.
+    `evaluate_maps` scores the maps as the checkpoint is scored. A config with `eval.max_batches` (a
+    SATLIB_SMOKE run) maps the first batches of each split only, as its evaluation scores them, and
+    records that as `max_images`. `progress` shows a bar per split.
     """
     model, info = loaded
     config = copy.deepcopy(info.config)
@@ -133,10 +136,12 @@ def model_maps(loaded: LoadedModel, data_root: str | Path, *, dataset: str | Non
     config.eval.tencrop = config.eval.tencrop if tencrop is None else tencrop
     config.eval.batch_size = batch_size or config.eval.batch_size
     device = next(model.parameters()).device
+    capped = config.eval.max_batches  # a smoke run's cap on every evaluation (satlib.config.apply_smoke)
     maps, logits, labels = {}, {}, {}
     for split in ("test", "val") if has_metadata(Path(data_root), "val") else ("test",):
         loader = test_loader(build_test_split(config, split=split), config, Dist(device=device))
-        for batch in tqdm(loader, desc=f"maps ({split})", leave=False, disable=not progress):
+        batches = islice(loader, capped or None)
+        for batch in tqdm(batches, desc=f"maps ({split})", leave=False, disable=not progress):
             if batch is None:  # every image of the batch was unreadable (data.skip_bad)
                 continue
             batch_labels = batch["labels"].to(device)
@@ -149,4 +154,6 @@ def model_maps(loaded: LoadedModel, data_root: str | Path, *, dataset: str | Non
             "img_size": config.data.img_size, "resize_size": config.data.resize_size,
             "thresholds": list(config.eval.thresholds or default_thresholds(config.eval.protocol)),
             "tencrop": config.eval.tencrop}
+    if capped:
+        meta["max_images"] = capped * config.eval.batch_size
     return MapSet(maps=maps, logits=logits, labels=labels, meta=meta, source="model_maps")

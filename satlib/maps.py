@@ -99,7 +99,8 @@ class _Split:
 def evaluate_maps(maps: MapSet | Mapping[str, np.ndarray] | str | Path, data_root: str | Path, *,
                   dataset: str | None = None, protocol: str | None = None, img_size: int | None = None,
                   resize_size: int | None = None, thresholds: Sequence[float] | None = None,
-                  heldout: str = "auto", batch_size: int = 64, device: str | torch.device = "cpu") -> MapScores:
+                  heldout: str = "auto", max_images: int | None = None, batch_size: int = 64,
+                  device: str | torch.device = "cpu") -> MapScores:
     """Score `maps` (a `MapSet`, {image id: map} or a maps file) on the test split of the dataset at
     `data_root` with both protocols, thresholds chosen on the test split and on a held-out split.
 
@@ -107,8 +108,10 @@ def evaluate_maps(maps: MapSet | Mapping[str, np.ndarray] | str | Path, data_roo
     `img_size` and `resize_size` default to the maps' `__meta__`, then to a CUB layout, SAT's
     geometry and the dataset's sizes. `thresholds` are `protocol`'s (default its own list, or the
     meta's); the other protocol uses its own. `heldout`: "auto" (the val split where the maps cover
-    it, else a seeded part of the test split), "val", "test-part" or "none". Bad input (a missing or
-    unknown image id, a map that is not 2-D, NaN) raises a ValueError naming the id.
+    it, else a seeded part of the test split), "val", "test-part" or "none". `max_images` (default the
+    meta's) scores the first images of each split only: a capped check of the code paths, as
+    `eval.max_batches` caps a smoke run's evaluation. Bad input (a missing or unknown image id, a map
+    that is not 2-D, NaN) raises a ValueError naming the id.
     """
     mapset = maps if isinstance(maps, MapSet) else read_maps(maps) if isinstance(maps, (str, Path)) \
         else MapSet(maps=dict(maps))
@@ -117,8 +120,9 @@ def evaluate_maps(maps: MapSet | Mapping[str, np.ndarray] | str | Path, data_roo
     name = dataset or meta.get("dataset") or _dataset_name(root)
     reader = "cub" if name == "synthetic" else name  # the synthetic set is a CUB-layout folder
     sizes = dict(img_size=img_size or meta.get("img_size"), resize_size=resize_size or meta.get("resize_size"))
-    test = _read_split(reader, root, "test", protocol, sizes)
-    val = _read_split(reader, root, "val", protocol, sizes) if has_metadata(root, "val") else None
+    first = max_images or meta.get("max_images")
+    test = _read_split(reader, root, "test", protocol, sizes, first)
+    val = _read_split(reader, root, "val", protocol, sizes, first) if has_metadata(root, "val") else None
     _check_ids(mapset, test, val)
     splits, heldout_split, scored = _plan(mapset, test, val, heldout)
     recorded = meta.get("thresholds") if meta.get("protocol", protocol) == protocol else None  # that protocol's
@@ -136,6 +140,8 @@ def evaluate_maps(maps: MapSet | Mapping[str, np.ndarray] | str | Path, data_roo
         {p: evaluators[p, scored].compute(choose_on=evaluators[p, "choose"]) for p in PROTOCOLS}
     notes = [] if with_logits else ["no logits: Top-1/5 Loc and Cls are not reported, and SAT's threshold is "
                                     "chosen on GT-known alone (the official rule adds Top-1 Loc)"]
+    if first:
+        notes.append(f"capped: the first {first} images of each split only (a check of the code paths)")
     if test.img_size != test.resize_size and protocol == "sat":
         notes.append(f"the wsoleval numbers apply its rules to SAT's {test.resize_size} -> {test.img_size} "
                      f"centre crop, not to the whole image wsolevaluation scores")
@@ -151,13 +157,14 @@ def _dataset_name(root: Path) -> str:
     raise ValueError(f"{root}: not a CUB-layout folder; name the dataset (dataset=... or --dataset)")
 
 
-def _read_split(name: str, root: Path, split: str, protocol: str, sizes: dict) -> WSOLDataset:
-    """A split's records in the protocol's test geometry, with masks where every image has them."""
+def _read_split(name: str, root: Path, split: str, protocol: str, sizes: dict, first: int | None) -> WSOLDataset:
+    """A split's records (its `first` ones) in the protocol's test geometry, with masks where every image has them."""
     common = dict(img_size=sizes["img_size"], resize_size=sizes["resize_size"], protocol=protocol, train=False)
     plain = build_dataset(name, root, split, **common)
     masked = name == "openimages" or (plain.records and all(
         r.mask_paths and all(p.is_file() for p in r.mask_paths) for r in plain.records))
-    return build_dataset(name, root, split, with_masks=True, **common) if masked else plain
+    dataset = build_dataset(name, root, split, with_masks=True, **common) if masked else plain
+    return dataset.select(range(min(first, len(dataset)))) if first else dataset
 
 
 def _check_ids(mapset: MapSet, test: WSOLDataset, val: WSOLDataset | None) -> None:

@@ -1,6 +1,8 @@
 """Scoring any method's maps (satlib.maps): a checkpoint's saved maps score exactly as the checkpoint, maps of
 any size and range, thresholds chosen on a held-out split, and bad input named by its image id."""
 
+import copy
+import dataclasses
 import json
 import shutil
 
@@ -8,14 +10,19 @@ import numpy as np
 import pytest
 import torch
 
+import satlib
+from satlib.build import build_test_split, test_loader
 from satlib.cli import main
 from satlib.data import build_dataset
 from satlib.data.cub import read_cub
 from satlib.data.metadata import write_metadata
 from satlib.data.records import Problems
+from satlib.evaluate import evaluate_model
 from satlib.evaluation import LocalizationEvaluator
-from satlib.mapfile import MapSet, read_maps, save_maps
+from satlib.info import LoadedModel
+from satlib.mapfile import MapSet, model_maps, read_maps, save_maps
 from satlib.maps import evaluate_maps, heldout_indices
+from satlib.runtime import Dist
 
 
 @pytest.mark.parametrize("protocol", ["sat", "wsoleval"])
@@ -157,3 +164,19 @@ def test_a_maps_file_round_trips(tmp_path):
     assert all(np.array_equal(back.maps[k], maps.maps[k]) and back.maps[k].dtype == maps.maps[k].dtype
                for k in maps.maps)
     assert all(np.array_equal(back.logits[k], maps.logits[k]) for k in maps.logits)
+
+
+def test_a_capped_run_maps_and_scores_its_first_images(trained_run, tiny_data):
+    """A config with eval.max_batches (a smoke run) maps the first batches, as its evaluation scores them, and
+    evaluate_maps scores those images only, with the numbers the capped evaluation gives."""
+    loaded = satlib.load(trained_run.checkpoint)
+    config = copy.deepcopy(loaded.info.config)
+    config.data.root, config.eval.max_batches, config.eval.batch_size = str(tiny_data), 1, 4
+    capped = LoadedModel(loaded.model, dataclasses.replace(loaded.info, config=config))
+    maps = model_maps(capped, tiny_data)
+    assert len(maps.maps) == 4 and maps.meta["max_images"] == 4
+    scores = evaluate_maps(maps, tiny_data)
+    expected = evaluate_model(loaded.model, test_loader(build_test_split(config), config, Dist()), config,
+                              torch.device("cpu"))
+    assert scores.test[config.eval.protocol] == expected and expected["images"] == 4
+    assert any(note.startswith("capped: the first 4 images") for note in scores.notes)
