@@ -160,10 +160,10 @@ def _dataset_name(root: Path) -> str:
 def _read_split(name: str, root: Path, split: str, protocol: str, sizes: dict, first: int | None) -> WSOLDataset:
     """A split's records (its `first` ones) in the protocol's test geometry, with masks where every image has them."""
     common = dict(img_size=sizes["img_size"], resize_size=sizes["resize_size"], protocol=protocol, train=False)
-    plain = build_dataset(name, root, split, **common)
-    masked = name == "openimages" or (plain.records and all(
-        r.mask_paths and all(p.is_file() for p in r.mask_paths) for r in plain.records))
-    dataset = build_dataset(name, root, split, with_masks=True, **common) if masked else plain
+    dataset = build_dataset(name, root, split, **common)
+    # the records name their masks either way; with_masks makes `targets` read them
+    dataset.with_masks = name == "openimages" or (bool(dataset.records) and all(
+        r.mask_paths and all(p.is_file() for p in r.mask_paths) for r in dataset.records))
     return dataset.select(range(min(first, len(dataset)))) if first else dataset
 
 
