@@ -63,6 +63,8 @@ BRANCH_MARKS = {
                     [r"where this run differs from the official imagenet code", r"--- per_class=all",
                      r"train\.grad_accum = 4"]),
     "08_your_work": ("train(configs/cub.yaml) on the CUB-layout folder, predict and export", [NOTES]),
+    "09_gradcam": ("Grad-CAM on the shared CUB run and its CAM baseline, scored by evaluate_maps",
+                   [r"SAT: sat_deit_small_patch16_224, 224 px", r"highest MaxBoxAccV2: "]),
 }
 
 

@@ -26,6 +26,7 @@ from satlib.config import Config, config_from_dict
 from satlib.data import Normalization, WSOLDataset, build_dataset, build_loader
 from satlib.data.synthetic import ensure_synthetic_dataset
 from satlib.evaluation import LocalizationEvaluator
+from satlib.export import read_export
 from satlib.info import LoadedModel, ModelInfo
 from satlib.models import VARIANTS, convert_official_checkpoint, create_model, model_pretrained_cfg
 from satlib.runtime import Dist
@@ -119,9 +120,18 @@ def build_datasets(config: Config, root: str | Path | None = None, *, train: boo
         train_set = build_dataset(data.dataset, root, "train", per_class=data.per_class or None,
                                   seed=config.train.seed, hflip=data.hflip, **common)
     if test:
-        test_set = build_dataset(data.dataset, root, "test", with_masks=data.dataset == "openimages",
-                                 tencrop=config.eval.tencrop, **common)
+        test_set = build_test_split(config, root)
     return train_set, test_set
+
+
+def build_test_split(config: Config, root: str | Path | None = None, split: str = "test") -> WSOLDataset:
+    """A split scored as the test split is (`eval.protocol`'s geometry, masks for OpenImages, ten-crop
+    inputs with `eval.tencrop`): "test", or "val" where wsolevaluation metadata has it."""
+    data = config.data
+    root = resolve_data_root(config) if root is None else Path(root)
+    return build_dataset(data.dataset, root, split, img_size=data.img_size, resize_size=data.resize_size,
+                         protocol=config.eval.protocol, skip_bad=data.skip_bad, normalization=normalization(config),
+                         with_masks=data.dataset == "openimages", tencrop=config.eval.tencrop)
 
 
 def train_loader(dataset: WSOLDataset, config: Config, ddp: Dist):
@@ -163,10 +173,17 @@ def load(checkpoint: str | Path, *, official: bool = False, device: str | torch.
     """The model a checkpoint was trained as (eval mode, on `device`) and a `ModelInfo` of what it was trained
     with: threshold (the checkpoint's best_threshold), protocol, normalisation, classes, config, metrics.
 
+    `checkpoint` is a file, or a folder `satlib export` wrote (`satlib.export`: the same model and info).
     `official=True` reads a checkpoint of the official SAT release (no stored config): the model is the
     official DeiT-T/S/B variant its width names (unless `config` names another), with the class count read
     from its head, 224 crops of 256-resized images, the SAT protocol.
     """
+    if Path(checkpoint).is_dir() and not official:
+        state, hub = read_export(checkpoint)
+        section = hub["satlib"]
+        config = config_from_dict(section["config"], source=f"{checkpoint}/config.json: satlib.config")
+        return _loaded(config, state, checkpoint, device, class_names=hub.get("label_names") or (),
+                       threshold=section["threshold"], metrics=section["metrics"])
     payload = load_checkpoint(checkpoint)
     if official:
         state = convert_official_checkpoint(payload)
@@ -177,13 +194,19 @@ def load(checkpoint: str | Path, *, official: bool = False, device: str | torch.
                                   f"for a checkpoint of the official SAT release pass --official")
         state = payload["model"]
         config = config_from_dict(payload["config"], source=f"{checkpoint}: config")
+    return _loaded(config, state, checkpoint, device, class_names=payload.get("class_names") or (),
+                   threshold=payload.get("best_threshold"), metrics=payload.get("metrics") or {})
+
+
+def _loaded(config: Config, state: dict[str, torch.Tensor], source: str | Path, device: str | torch.device, *,
+            class_names, threshold: float | None, metrics: dict) -> LoadedModel:
+    """The model of `config` with the weights `state` (from `source`), in eval mode on `device`, and its info."""
     model = build_model(config, with_pretrained=False)
-    load_state_strict(model, state, checkpoint)
+    load_state_strict(model, state, source)
     mean, std = normalization(config)
-    info = ModelInfo(name=config.model.name, num_classes=config.model.num_classes,
-                     class_names=tuple(payload.get("class_names") or ()), img_size=config.data.img_size,
-                     threshold=payload.get("best_threshold"), protocol=config.eval.protocol,
-                     mean=tuple(mean), std=tuple(std), config=config, metrics=dict(payload.get("metrics") or {}))
+    info = ModelInfo(name=config.model.name, num_classes=config.model.num_classes, class_names=tuple(class_names),
+                     img_size=config.data.img_size, threshold=threshold, protocol=config.eval.protocol,
+                     mean=tuple(mean), std=tuple(std), config=config, metrics=dict(metrics))
     return LoadedModel(model.to(device).eval(), info)
 
 

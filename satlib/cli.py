@@ -5,6 +5,8 @@
                                                         stand-in in a real dataset's layout (cub, imagenet, openimages)
     satlib train      --config FILE | --dataset ...     train; any config value as section.key=value
     satlib evaluate   --checkpoint FILE --data-root DIR localization metrics (JSON with --json)
+    satlib evaluate   --maps FILE.npz|DIR --data-root DIR  any method's maps, both protocols (satlib.maps)
+    satlib export     CHECKPOINT --out DIR              the Hugging Face hub / timm folder of a trained model
     satlib visualize  --checkpoint FILE --data-root DIR --out PNG
     satlib predict    --checkpoint FILE IMAGE_OR_DIR... --out DIR
 """
@@ -18,6 +20,7 @@ import sys
 from pathlib import Path
 
 from satlib.assess import evaluate_checkpoint, visualize_checkpoint
+from satlib.build import load
 from satlib.config import choices, load_config, packaged_recipes
 from satlib.data.cub import read_split_boxes
 from satlib.data.standins import LAYOUTS as STANDIN_LAYOUTS
@@ -27,8 +30,12 @@ from satlib.data.synthetic import make_synthetic_dataset
 from satlib.demo import BASELINES as DEMO_BASELINES
 from satlib.demo import run_demo
 from satlib.evaluation import trivial_baselines
+from satlib.export import export_model
 from satlib.files import atomic_write_text
+from satlib.mapfile import model_maps, save_maps
+from satlib.maps import HELDOUT_MODES, evaluate_maps
 from satlib.predict import predict_paths
+from satlib.runtime import resolve_device
 from satlib.train import train
 
 
@@ -76,13 +83,34 @@ def _train(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    metrics = evaluate_checkpoint(args.checkpoint, data_root=args.data_root, dataset=args.dataset,
-                                  official=args.official, protocol=args.protocol, tencrop=args.tencrop,
-                                  thresholds=args.thresholds, device=args.device, skip_bad=args.skip_bad)
+    if (args.checkpoint is None) == (args.maps is None):
+        raise ValueError("pass one of --checkpoint FILE and --maps FILE.npz|DIR")
+    if args.maps:
+        metrics = evaluate_maps(args.maps, args.data_root, dataset=args.dataset, protocol=args.protocol,
+                                thresholds=args.thresholds, heldout=args.heldout).to_dict()
+    else:
+        checkpoint = load(args.checkpoint, official=args.official, device=resolve_device(args.device)) \
+            if args.save_maps else args.checkpoint  # loaded once for both
+        metrics = evaluate_checkpoint(checkpoint, data_root=args.data_root, dataset=args.dataset,
+                                      official=args.official, protocol=args.protocol, tencrop=args.tencrop,
+                                      thresholds=args.thresholds, device=args.device, skip_bad=args.skip_bad)
+        if args.save_maps:
+            tencrop = True if args.official and args.tencrop is None else args.tencrop  # as evaluate_checkpoint
+            dataset = args.dataset or ("cub" if args.official else None)
+            save_maps(args.save_maps, model_maps(checkpoint, args.data_root, dataset=dataset, protocol=args.protocol,
+                                                 thresholds=args.thresholds, tencrop=tencrop, progress=True))
+            print(f"wrote {args.save_maps}", file=sys.stderr)
     text = json.dumps(metrics, indent=2)
     print(text)
     if args.json:
         atomic_write_text(args.json, text + "\n")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    out = export_model(load(args.checkpoint, official=args.official), args.out)
+    print(f"wrote {out} (config.json, model.safetensors, README.md); publish it with "
+          f"huggingface_hub.upload_folder(repo_id=..., folder_path={str(out)!r})")
     return 0
 
 
@@ -165,16 +193,30 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(func=_train, takes_extra=True)
 
-    evaluate = commands.add_parser("evaluate", help="localization metrics of a checkpoint")
-    _checkpoint_args(evaluate)
+    evaluate = commands.add_parser("evaluate", help="localization metrics of a checkpoint, or of any method's maps")
+    _checkpoint_args(evaluate, required=False)
+    evaluate.add_argument("--maps", help="instead of a checkpoint: maps by image id, an .npz or a folder of .npy "
+                                         "(satlib.maps); scored with both protocols, thresholds chosen on the "
+                                         "test split and on a held-out split")
+    evaluate.add_argument("--save-maps", help="with --checkpoint: also write the model's maps and logits (.npz)")
+    evaluate.add_argument("--heldout", default="auto", choices=HELDOUT_MODES,
+                          help="with --maps: where the held-out thresholds are chosen (default: the val split "
+                               "where the maps cover it, else a seeded part of the test split)")
     evaluate.add_argument("--data-root", required=True)
     evaluate.add_argument("--dataset", choices=choices("data.dataset"), help="default: the checkpoint's")
-    evaluate.add_argument("--protocol", choices=choices("eval.protocol"), help="default: the checkpoint's")
+    evaluate.add_argument("--protocol", choices=choices("eval.protocol"),
+                          help="default: the checkpoint's (with --maps: the test geometry the maps are on)")
     evaluate.add_argument("--thresholds", type=float, nargs="+", help="default: the checkpoint's")
     evaluate.add_argument("--tencrop", action="store_const", const=True, help="ten-crop classification")
     evaluate.add_argument("--skip-bad", action="store_true")
     evaluate.add_argument("--json", help="also write the metrics to this file")
     evaluate.set_defaults(func=_evaluate)
+
+    export = commands.add_parser("export", help="a trained model as the folder the Hugging Face hub and timm read")
+    export.add_argument("checkpoint", help="checkpoint.pt or best.pt written by `satlib train`")
+    export.add_argument("--out", required=True, help="output folder: config.json, model.safetensors, README.md")
+    export.add_argument("--official", action="store_true", help="the checkpoint is an official SAT release")
+    export.set_defaults(func=_export)
 
     visualize = commands.add_parser("visualize", help="a grid of test images with maps and boxes")
     _checkpoint_args(visualize)
@@ -194,8 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _checkpoint_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="checkpoint.pt written by `satlib train`")
+def _checkpoint_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--checkpoint", required=required, help="checkpoint.pt written by `satlib train`")
     parser.add_argument("--official", action="store_true",
                         help="the checkpoint is an official SAT release (converted on load)")
     parser.add_argument("--device", default="auto")

@@ -88,6 +88,7 @@ class TrainConfig:
     eval_start: int = 0  # no evaluation before this epoch (1-based) but the last; official CUB: from 26
     time_budget: float = 0.0  # seconds; > 0 is a safety cap: the run stops early (not the reference result)
     log_every: int = 20
+    tensorboard: bool = False  # rank 0 writes out/tensorboard/ (satlib.tensorboard; pip install satlib[tensorboard])
     max_steps: int = 0  # optimizer steps over all epochs; 0 = no cap (SATLIB_SMOKE: 2; the run is marked "smoke")
 
     def evaluates_after(self, epoch: int) -> bool:

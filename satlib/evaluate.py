@@ -44,16 +44,10 @@ def evaluate_model(model: nn.Module, loader, config: Config, device: torch.devic
     for batch in tqdm(batches, desc="evaluate", leave=False, disable=not progress):
         if batch is None:  # every image of this batch was unreadable (data.skip_bad)
             continue
-        images = batch["images"].to(device, non_blocking=True)
         labels = batch["labels"].to(device, non_blocking=True)
         boxes = batch["boxes"]  # the evaluator checks them on the host and moves them once
-        with bf16_autocast(device, enabled=config.train.amp):  # the training step's precision, ten crops too
-            out = net(images)
-            logits = out.logits.float()  # scored in fp32 (softmax, top-k), as the maps below
-            if config.eval.tencrop and "images_resized" in batch:
-                logits = ten_crop_probs(lambda x: net(x).logits.float(),
-                                        batch["images_resized"].to(device), config.data.img_size)
-        masks = _gt_masks(batch)
+        out, logits = batch_outputs(net, batch, config, device)
+        masks = batch_masks(batch)
         sat_eval.update(scored_maps(out, labels).float(), boxes, logits=logits, labels=labels,
                         gt_masks=None if masks is None else masks.to(device))
         if cam_eval is not None:
@@ -69,6 +63,19 @@ def evaluate_model(model: nn.Module, loader, config: Config, device: torch.devic
     return metrics
 
 
+def batch_outputs(net: nn.Module, batch: dict, config: Config, device: torch.device) -> tuple:
+    """The model's output on a test batch and the logits the evaluator scores, (B, classes) fp32: ten-crop
+    probabilities with `eval.tencrop`, in the training step's precision (`train.amp`)."""
+    images = batch["images"].to(device, non_blocking=True)
+    with bf16_autocast(device, enabled=config.train.amp):  # the training step's precision, ten crops too
+        out = net(images)
+        logits = out.logits.float()  # scored in fp32 (softmax, top-k), as the maps
+        if config.eval.tencrop and "images_resized" in batch:
+            logits = ten_crop_probs(lambda x: net(x).logits.float(),
+                                    batch["images_resized"].to(device), config.data.img_size)
+    return out, logits
+
+
 def scored_maps(out, labels: torch.Tensor) -> torch.Tensor:
     """The maps the evaluator scores, (B, rows, cols): `out.loc_map`, or for a class-specific method the
     map of each image's ground-truth class (labels (B,)) from `out.class_loc_maps`."""
@@ -77,7 +84,7 @@ def scored_maps(out, labels: torch.Tensor) -> torch.Tensor:
     return out.class_loc_maps[torch.arange(len(labels), device=labels.device), labels]
 
 
-def _gt_masks(batch: dict) -> torch.Tensor | None:
+def batch_masks(batch: dict) -> torch.Tensor | None:
     """(B, H, W) uint8 masks, 1 foreground, 0 background, 255 ignored (wsolevaluation's convention)."""
     masks = batch.get("masks")
     if masks is None or "ignores" not in batch:

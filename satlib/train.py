@@ -60,6 +60,7 @@ from satlib.runtime import (
     setup_distributed,
     unwrap_model,
 )
+from satlib.tensorboard import RunBoard, open_board
 
 
 class TrainingDiverged(RuntimeError):
@@ -137,6 +138,7 @@ class Run:
     step: int = 0
     history: list[dict] = field(default_factory=list)
     elapsed: float = 0.0  # wall-clock seconds spent by earlier sessions of a resumed run
+    board: RunBoard | None = None  # TensorBoard, rank 0 with train.tensorboard (satlib.tensorboard)
     time_is_up: bool = False  # the train.time_budget cap was reached (every rank agrees)
     work_capped: bool = False  # train.max_steps was reached (SATLIB_SMOKE sets it: satlib.config.apply_smoke)
 
@@ -186,6 +188,7 @@ def train(config: Config, *, resume: bool = False, progress: bool = True, quiet:
 
 def _train(config: Config, *, resume: bool, progress: bool, on_epoch: Callable[[dict], None] | None) -> dict:
     run = build_run(config)
+    run.board = open_board(config, run.test_set, run.out_dir, master=run.ddp.master)  # stops here without the package
     with allow_tf32(run.ddp.device):  # TF32 for this run only: the flags are restored after it
         if resume:
             resume_run(run)
@@ -209,6 +212,8 @@ def _train(config: Config, *, resume: bool, progress: bool, on_epoch: Callable[[
                 on_epoch(record)
         if run.ddp.enabled:
             dist.barrier()
+        if run.board is not None:
+            run.board.close()
         return record
 
 
@@ -297,7 +302,10 @@ def run_epoch(run: Run, clock: Clock, progress: bool) -> Tensor:
         lr = optimizer_step(run)
         if run.step % t.log_every == 0:  # the only host sync inside an epoch
             _check_finite(sums[0], run)
-            bar.set_postfix(loss=f"{(sums[0] / sums[5]).item():.3f}", lr=f"{lr:.2e}")
+            loss = (sums[0] / sums[5]).item()
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
+            if run.board is not None:
+                run.board.step(run.step, loss=loss, lr=lr)
         if clock.out_of_time():  # a safety cap: stop after this optimizer step
             run.time_is_up = True
             break
@@ -361,6 +369,8 @@ def save_run(run: Run, record: dict) -> None:
     if _is_best(record, run.history):  # the official keeps the best GT-known + Top-1 Loc ("best_loc")
         save_checkpoint(run.out_dir / "best.pt", {k: v for k, v in payload.items() if k != "optimizer"})
     write_metrics(run.out_dir / "metrics.json", record, run.history)
+    if run.board is not None:
+        run.board.epoch(record, unwrap_model(run.model))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Dependency direction, read from the import statements (function-local ones included).
 
-    drivers (train, cli, demo, the book)  ->  build (config -> objects), evaluate, assess, predict
-    build  ->  models, data, losses, evaluation, checkpoint (pure I/O), config
+    drivers (train, cli, demo, the book)  ->  build (config -> objects), evaluate, assess, predict, maps
+                                              and mapfile (any method's maps), tensorboard (the loop's writer)
+    build  ->  models, data, losses, evaluation, checkpoint (pure I/O), export (a model's folder), config
     models, data, evaluation, losses      take tensors, files and plain arguments
 
 Nothing but the drivers imports the training loop; data never imports the model or a config;
@@ -30,7 +31,14 @@ NEVER = {
     "data": ("satlib.models", "satlib.config", "satlib.build", "satlib.checkpoint", "satlib.train"),
     "checkpoint.py": ("satlib.data", "satlib.models", "satlib.build", "satlib.config"),
     "evaluation": ("satlib.config", "satlib.data", "satlib.models", "satlib.build", "satlib.checkpoint",
-                   "satlib.train"),
+                   "satlib.train", "satlib.maps", "satlib.mapfile"),
+    # scoring maps reads a dataset and the evaluator, never the loop; the maps file never scores
+    "maps.py": ("satlib.train", "satlib.tensorboard"),
+    "mapfile.py": ("satlib.train", "satlib.maps"),
+    # a trained model's folder: written from a loaded model, read by build.load (so it never imports build)
+    "export.py": ("satlib.build", "satlib.data", "satlib.train", "satlib.checkpoint"),
+    # the loop's TensorBoard writer sees a config, a test set and a model, never the loop or the builder
+    "tensorboard.py": ("satlib.train", "satlib.build"),
     "models": ("satlib.losses", "satlib.data", "satlib.config", "satlib.checkpoint", "satlib.build",
                "satlib.train"),
     "losses.py": ("satlib.models", "satlib.data", "satlib.config"),

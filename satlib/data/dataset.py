@@ -175,6 +175,30 @@ class WSOLDataset(Dataset):
             item["image_resized"] = self.resized(tv_tensors.Image(image)).as_subclass(torch.Tensor)
         return item
 
+    def targets(self, index: int) -> dict:
+        """What scoring a map of test item `index` needs, without decoding its image: label, image_id,
+        boxes (K, 4) and, with masks, mask and ignore (H, W) bool, exactly as `__getitem__` gives them.
+
+        The image's size comes from the metadata or the file's header.
+        """
+        if self.train:
+            raise ValueError("targets() reads a test split (train items are randomly cropped)")
+        record = self.records[index]
+        w, h = record.size if record.size is not None else image_size(record.path)
+        self._check_record(record, w, h)
+        item = {"label": record.label, "image_id": record.image_id,
+                "boxes": test_boxes(record.boxes.reshape(-1, 4), (w, h), self.img_size, self.resize_size,
+                                    self.protocol)}
+        if self.with_masks:
+            mask, ignore = self._load_masks(record)
+            if mask.shape != (h, w):
+                raise DataError(f"{record.mask_paths[0]}: mask is {tuple(mask.shape)} but image {record.path} "
+                                f"is {(h, w)}")
+            out = self.transform({"mask": tv_tensors.Mask(mask), "ignore": tv_tensors.Mask(ignore)})
+            item["mask"] = out["mask"].as_subclass(torch.Tensor) > 0
+            item["ignore"] = out["ignore"].as_subclass(torch.Tensor) > 0
+        return item
+
     def _check_record(self, record: Record, w: int, h: int) -> None:
         if record.size is not None and tuple(record.size) != (w, h):
             raise DataError(f"{record.size_source}: size {record.size[0]}x{record.size[1]} but "

@@ -170,6 +170,27 @@ class LocalizationEvaluator:
         any_iou.scatter_reduce_(0, plane, best, reduce="amax")
         return rearrange(any_iou, "(batch thresholds) -> batch thresholds", thresholds=T)
 
+    def merge(self, other: LocalizationEvaluator) -> LocalizationEvaluator:
+        """Add the counters of `other` (same protocol, thresholds and IoU levels) to this one's, as if its
+        batches had been given here too; returns self."""
+        self._check_chooser(other)
+        if other.count == 0:
+            return self
+        for name, given in (("logits", other.with_logits), ("gt_masks", other.with_masks)):
+            seen = self.with_logits if name == "logits" else self.with_masks
+            if seen is not None and seen != given:
+                raise ValueError(f"merge: {name} given to one evaluator and not the other")
+        self.count += other.count
+        self.top1_cls += other.top1_cls
+        self.top5_cls += other.top5_cls
+        for name in ("largest_hits", "any_hits", "top1_loc", "top5_loc"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        if self.pixel_ap is not None:
+            self.pixel_ap.true_hist = self.pixel_ap.true_hist + other.pixel_ap.true_hist
+            self.pixel_ap.false_hist = self.pixel_ap.false_hist + other.pixel_ap.false_hist
+        self.with_logits, self.with_masks = other.with_logits, other.with_masks
+        return self
+
     def all_reduce(self) -> None:
         """Sum the counters over the processes of torch.distributed: every rank then computes the whole set.
 
@@ -200,10 +221,18 @@ class LocalizationEvaluator:
         if self.pixel_ap is not None:
             self.pixel_ap.true_hist, self.pixel_ap.false_hist = pieces[5], pieces[6]
 
-    def compute(self) -> dict[str, float]:
-        """Metrics in percent (and ``best_threshold``); see the module docstring for each key."""
+    def compute(self, choose_on: LocalizationEvaluator | None = None) -> dict[str, float]:
+        """Metrics in percent (and ``best_threshold``); see the module docstring for each key.
+
+        Every threshold is chosen on this evaluator's counters (the test split, as both published
+        protocols do), or on `choose_on`'s: another evaluator with the same protocol and thresholds
+        that scored a held-out split. Its argmaxes pick the thresholds (the best one; wsoleval's one
+        per IoU level) and the numbers are read from this evaluator's counters at them.
+        """
         if self.count == 0:
             raise RuntimeError("LocalizationEvaluator.compute(): no images were evaluated (call update() first)")
+        chooser = self if choose_on is None else self._check_chooser(choose_on)
+        chosen = chooser._chosen_indices()
         n = float(self.count)
 
         def pct(hits: Tensor) -> Tensor:
@@ -211,17 +240,10 @@ class LocalizationEvaluator:
 
         at = {level: i for i, level in enumerate(self._levels)}
         known = pct(self.largest_hits[at[LOC_IOU]])
-        if self.protocol == "sat":
-            # Official: strict '>' over gt_known.avg + loc_top1.avg, starting from 0 -> first argmax.
-            score = known + pct(self.top1_loc) if self.with_logits else known
-            best = int(torch.argmax(score))
-            ious = {k: float(pct(self.largest_hits[at[k]])[best]) for k in self.iou_thresholds}
-            maxboxacc = float(known.max())
-        else:
-            best = int(torch.argmax(known))
-            ious = {k: float(pct(self.any_hits[at[k]]).max()) for k in self.iou_thresholds}
-            maxboxacc = float(known[best])
-        result = {"gt_known": float(known[best]), "maxboxacc": maxboxacc,
+        best = chosen["best"]
+        per_level = self.largest_hits if self.protocol == "sat" else self.any_hits
+        ious = {k: float(pct(per_level[at[k]])[chosen[k]]) for k in self.iou_thresholds}
+        result = {"gt_known": float(known[best]), "maxboxacc": float(known[chosen["maxboxacc"]]),
                   "maxboxacc_v2": sum(ious.values()) / len(ious), "best_threshold": self.thresholds[best],
                   **{f"iou{k}": v for k, v in ious.items()}, "images": int(self.count)}
         if self.with_logits:
@@ -230,3 +252,33 @@ class LocalizationEvaluator:
         if self.with_masks:
             result["pxap"] = self.pixel_ap.compute()
         return result
+
+    def _chosen_indices(self) -> dict:
+        """Threshold indices this evaluator's counters choose: "best" (where every number is read),
+        "maxboxacc", and one per IoU level (SAT: the best one; wsoleval: each level's own argmax).
+
+        SAT: the first argmax of GT-known + Top-1 Loc (the official strict '>' from 0; GT-known alone
+        without logits). wsoleval: the first argmax of GT-known (MaxBoxAcc).
+        """
+        if self.count == 0:
+            raise RuntimeError("LocalizationEvaluator: the evaluator that chooses the thresholds scored no image")
+        at = {level: i for i, level in enumerate(self._levels)}
+        known = self.largest_hits[at[LOC_IOU]].double() * 100.0 / self.count  # in percent, as the official sums
+        if self.protocol == "sat":
+            top1_loc = self.top1_loc.double() * 100.0 / self.count
+            best = int(torch.argmax(known + top1_loc if self.with_logits else known))
+            return {"best": best, "maxboxacc": int(torch.argmax(known)), **{k: best for k in self.iou_thresholds}}
+        best = int(torch.argmax(known))
+        return {"best": best, "maxboxacc": best,
+                **{k: int(torch.argmax(self.any_hits[at[k]])) for k in self.iou_thresholds}}
+
+    def _check_chooser(self, other: LocalizationEvaluator) -> LocalizationEvaluator:
+        same = (other.protocol, other.thresholds, other.iou_thresholds) == \
+            (self.protocol, self.thresholds, self.iou_thresholds)
+        if not same:
+            raise ValueError(f"choose_on: protocol {other.protocol!r}, thresholds {other.thresholds} and IoU levels "
+                             f"{other.iou_thresholds} must equal this evaluator's ({self.protocol!r}, "
+                             f"{self.thresholds}, {self.iou_thresholds})")
+        if other.with_logits is not None and self.with_logits is not None and other.with_logits != self.with_logits:
+            raise ValueError("choose_on: logits were given to one evaluator and not the other")
+        return other

@@ -111,6 +111,7 @@ def _create(model: ModelName, pretrained: bool | str | os.PathLike = False, *, n
     """
     if train_query_blocks and not freeze_backbone:
         raise ValueError(f"{model}: train_query_blocks=True only applies with freeze_backbone=True")
+    backbone_args.pop("pretrained_model_args", None)  # timm's record of a `local-dir:` config's model_args
     cfg = _resolve_cfg(model, pretrained_cfg, pretrained_cfg_overlay)
     backbone = create_backbone(model.backbone, pos_drop_rate=drop_rate, proj_drop_rate=drop_rate, **backbone_args)
     net = METHODS[model.method](backbone, num_classes=num_classes, num_query_blocks=num_query_blocks,

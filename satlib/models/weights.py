@@ -209,7 +209,12 @@ def _reachable(url: str, timeout: float = 3.0) -> bool:
 
 
 def pretrained_file(variant: str, cfg: Mapping, cache_dir: str | os.PathLike | None = None) -> Path:
-    """The local file of a pretrained cfg's weights: cached, else downloaded; fails in seconds offline."""
+    """The local file of a pretrained cfg's weights: its `file` (timm's `pretrained_cfg_overlay=dict(file=...)`; a
+    folder, as timm's `local-dir:` names an export, holds model.safetensors), else cached, else downloaded;
+    fails in seconds offline."""
+    if cfg.get("file"):
+        local = Path(cfg["file"])
+        return local / "model.safetensors" if local.is_dir() else local
     hf_hub_id, url = cfg.get("hf_hub_id"), cfg.get("url")
     filename = cfg.get("hf_hub_filename") or "model.safetensors"
     if not (hf_hub_id or url):

@@ -17,7 +17,8 @@ from satlib.book.recipes import GPU_COST
 from book_helpers import ROOT, chapter_notebooks, figure_count, removed_outputs, toc_files
 
 CHAPTERS = ["book/00_wsol", "book/01_token_injection", "book/02_attention_querying", "book/03_constraints",
-            "book/04_training", "book/05_measuring", "book/06_cub", "book/07_imagenet", "book/08_your_work"]
+            "book/04_training", "book/05_measuring", "book/06_cub", "book/07_imagenet", "book/08_your_work",
+            "book/09_gradcam"]
 PLACEHOLDER = "This chapter is being written"
 MAX_FIGURE_BYTES = 450_000  # a figure of 24 photo panels with map overlays is ~400 KB as PNG
 MAX_FIGURE_WIDTH = 1200  # pixels: figures are drawn at dpi 80-100

@@ -54,6 +54,7 @@ RECIPES: dict[str, Callable[[Settings], dict[str, Config]]] = {
                                  "tscam": settings.shared_baseline("tscam")},
     "03_constraints": _constraints_runs,
     "04_training": _training_runs,
+    "09_gradcam": lambda settings: {"shared": settings.shared_recipe(), "cam": settings.shared_baseline("cam")},
 }
 
 

@@ -210,3 +210,51 @@ def test_cuda_gt_boxes_with_an_image_without_box(protocol):
         assert iou.device.type == device and iou[1, 0] == 0.0
         results.append(evaluator.compute())
     assert results[0] == results[1]
+
+
+
+def _scored(maps, boxes, logits, labels, thresholds, protocol) -> LocalizationEvaluator:
+    evaluator = LocalizationEvaluator(thresholds=thresholds, image_size=32, protocol=protocol)
+    evaluator.update(maps, boxes, logits, labels)
+    return evaluator
+
+
+@pytest.mark.parametrize("protocol", ["sat", "wsoleval"])
+def test_thresholds_chosen_on_another_split(protocol):
+    """compute(choose_on=held_out): every threshold is the held-out evaluator's choice (wsoleval: one per IoU
+    level), every number is this evaluator's at it; choosing on itself is plain compute()."""
+    thresholds = [0.2, 0.4, 0.6, 0.8]
+    g = torch.Generator().manual_seed(1)
+    test_split = (smooth_maps(24, 1, (8, 8)), random_gt_boxes(24, 2, 32), torch.randn(24, 5, generator=g),
+                  torch.randint(0, 5, (24,), generator=g))
+    held_split = (smooth_maps(16, 3, (8, 8)), random_gt_boxes(16, 4, 32), torch.randn(16, 5, generator=g),
+                  torch.randint(0, 5, (16,), generator=g))
+    test, held_out = (_scored(*split, thresholds, protocol) for split in (test_split, held_split))
+    assert test.compute(choose_on=test) == test.compute()
+
+    chosen = test.compute(choose_on=held_out)
+    assert chosen["best_threshold"] == held_out.compute()["best_threshold"]
+    test_at = {t: _scored(*test_split, [t], protocol).compute() for t in thresholds}  # one threshold each
+    for key in ("gt_known", "top1_loc", "top5_loc", "top1_cls", "images"):
+        assert chosen[key] == test_at[chosen["best_threshold"]][key], key
+    held_at = {t: _scored(*held_split, [t], protocol).compute() for t in thresholds}
+    for level in (30, 50, 70):  # wsoleval: each IoU level at the held-out split's own argmax; SAT: the best one
+        best = max(thresholds, key=lambda t: held_at[t][f"iou{level}"]) if protocol == "wsoleval" \
+            else chosen["best_threshold"]
+        assert chosen[f"iou{level}"] == test_at[best][f"iou{level}"], level
+    with pytest.raises(ValueError, match="must equal this evaluator's"):
+        test.compute(choose_on=LocalizationEvaluator(thresholds=[0.5], image_size=32, protocol=protocol))
+
+
+@pytest.mark.parametrize("protocol", ["sat", "wsoleval"])
+def test_merged_evaluators_count_as_one(protocol):
+    """merge: two evaluators' counters added give what one evaluator fed every batch gives, PxAP included."""
+    maps, boxes = smooth_maps(12, 5, (8, 8)), random_gt_boxes(12, 6, 16)
+    logits, labels = torch.randn(12, 4, generator=torch.Generator().manual_seed(0)), torch.arange(12) % 4
+    masks = (torch.rand(12, 16, 16, generator=torch.Generator().manual_seed(1)) > 0.6).to(torch.uint8)
+    whole, first, second = (LocalizationEvaluator(image_size=16, protocol=protocol) for _ in range(3))
+    whole.update(maps, boxes, logits, labels, gt_masks=masks)
+    first.update(maps[:5], boxes[:5], logits[:5], labels[:5], gt_masks=masks[:5])
+    second.update(maps[5:], boxes[5:], logits[5:], labels[5:], gt_masks=masks[5:])
+    merged = LocalizationEvaluator(image_size=16, protocol=protocol).merge(first).merge(second)
+    assert merged.compute() == whole.compute()
