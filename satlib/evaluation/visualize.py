@@ -85,9 +85,30 @@ def overlay(image: Tensor | np.ndarray, loc_map: Tensor, box: Sequence[float] | 
     x0, y0, x1, y1 = (float(v) for v in torch.as_tensor(box).reshape(4))
     corners = torch.tensor([[x0, y0, max(x1 - 1, x0), max(y1 - 1, y0)]])  # inclusive corners
     drawn = draw_bounding_boxes(torch.from_numpy(blend).permute(2, 0, 1).float(), corners, colors=box_color,
-                                width=max(2, round(min(height, width) / 150)),
-                                labels=None if label is None else [label])
-    return drawn.permute(1, 2, 0).double().numpy()
+                                width=max(2, round(min(height, width) / 150)))
+    drawn = drawn.permute(1, 2, 0).double().numpy()
+    return drawn if label is None else _write_label(drawn, label, (x0, y0), box_color)
+
+
+def _write_label(rgb: np.ndarray, label: str, corner: tuple[float, float], color: tuple[int, int, int]) -> np.ndarray:
+    """`label` in black on a `color` strip at the box's top-left `corner`, in a font sized to the image (about a
+    twentieth of its shorter side, smaller if the text would not fit its width), moved inside the image."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    height, width = rgb.shape[:2]
+    picture = Image.fromarray(np.round(rgb * 255).astype(np.uint8))
+    draw = ImageDraw.Draw(picture)
+    size = max(6, round(min(height, width) / 20))
+    font = ImageFont.load_default(size=size)
+    while size > 6 and draw.textlength(label, font=font) + 2 > width:
+        size -= 1
+        font = ImageFont.load_default(size=size)
+    left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+    x = min(max(0.0, corner[0]), max(0.0, width - (right - left) - 2))
+    y = min(max(0.0, corner[1]), max(0.0, height - (bottom - top) - 2))
+    draw.rectangle((x, y, x + right - left + 2, y + bottom - top + 2), fill=color)
+    draw.text((x + 1 - left, y + 1 - top), label, fill=(0, 0, 0), font=font)
+    return np.asarray(picture, dtype=np.float64) / 255.0
 
 
 def _draw_box(ax, box: Sequence[float], color: str, linestyle: str = "-") -> None:

@@ -106,3 +106,19 @@ def test_checkpoint_figures_draw_each_method_on_its_own_scale():
     assert colour_scale("sat", cams) == (0.0, 1.0)  # a probability, whatever this batch holds
     assert colour_scale("cam", cams) == (-2.0, 3.0)  # one scale for every image of the block
     assert colour_scale("tscam", torch.zeros(2, 1, 2)) == (0.0, 1.0)  # a constant block: any non-empty scale
+
+
+def test_a_label_is_sized_to_the_image_and_stays_inside_it():
+    # a 64-px image with a box at its right edge: the label is small enough to read the image, and whole
+    image = torch.zeros(3, 64, 64)
+    plain = overlay(image, torch.zeros(4, 4), box=[40, 30, 64, 64])
+    labelled = overlay(image, torch.zeros(4, 4), box=[40, 30, 64, 64], label="001.ellipse 0.74")
+    changed = np.argwhere(np.abs(labelled - plain).sum(-1) > 0.1)
+    rows, cols = changed[:, 0], changed[:, 1]
+    assert rows.max() - rows.min() < 64 / 6  # one line of text, a small share of the image
+    assert cols.max() - cols.min() > 30  # the whole text, moved left of the edge rather than cut
+    assert rows.min() >= 30 and cols.max() <= 63
+    big = overlay(torch.zeros(3, 400, 400), torch.zeros(4, 4), box=[10, 10, 200, 200], label="001.ellipse 0.74")
+    rows = np.argwhere(np.abs(big - overlay(torch.zeros(3, 400, 400), torch.zeros(4, 4),
+                                            box=[10, 10, 200, 200])).sum(-1) > 0.1)[:, 0]
+    assert 400 / 40 < rows.max() - rows.min() < 400 / 8  # grows with the image
