@@ -18,12 +18,13 @@ from book_helpers import ROOT, chapter_notebooks, figure_count, removed_outputs,
 
 CHAPTERS = ["book/00_wsol", "book/01_token_injection", "book/02_attention_querying", "book/03_constraints",
             "book/04_training", "book/05_measuring", "book/06_cub", "book/07_imagenet", "book/08_your_work"]
+APPENDIX = ["book/10_making_it_fast"]  # after the chapters, in a part of its own
 PLACEHOLDER = "This chapter is being written"
 MAX_FIGURE_BYTES = 450_000  # a figure of 24 photo panels with map overlays is ~400 KB as PNG
 MAX_FIGURE_WIDTH = 1200  # pixels: figures are drawn at dpi 80-100
 MACHINE_PATH = re.compile(r"(?<![\w.])/(?:tmp|work|root|home)/")
 SWITCHES = ("SATLIB_DEVICE", "SATLIB_CUB_ROOT", "SATLIB_IMAGENET_ROOT", "SATLIB_FULL_RUN", "SATLIB_OFFICIAL_CHECKPOINT",
-            "SATLIB_SMOKE", "SATLIB_CACHE")
+            "SATLIB_PRETRAINED", "SATLIB_SMOKE", "SATLIB_CACHE")
 OLD_FLAGS = re.compile(r"(?<!SATLIB_)\b(?:USE_GPU|DATA_ROOT|FULL_RUN|OFFICIAL_CHECKPOINT)\b")
 OWN_SWITCH = re.compile(r"(?:environ|getenv)\W+[^\n]*SATLIB_")
 CACHE_CHECK = re.compile(r"""\[["']config["']\]\s*==|\.get\(["']config["']\)|def finished\(""")
@@ -45,9 +46,10 @@ def code_cells(nb) -> list:
 def test_toc_lists_the_chapters_in_order():
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     assert toc["format"] == "jb-book"
-    assert toc_files() == ["book/index", *CHAPTERS]
+    assert toc_files() == ["book/index", *CHAPTERS, *APPENDIX]
+    assert toc["parts"][-1] == {"caption": "Appendix", "chapters": [{"file": name} for name in APPENDIX]}
     assert (ROOT / "book" / "index.md").is_file()
-    for name in CHAPTERS:
+    for name in CHAPTERS + APPENDIX:
         assert (ROOT / f"{name}.ipynb").is_file(), f"{name}.ipynb listed in _toc.yml but missing"
 
 
@@ -59,7 +61,7 @@ def test_config_never_executes_and_builds_only_the_toc():
 
 def test_landing_page_links_every_chapter():
     text = (ROOT / "book" / "index.md").read_text()
-    for name in CHAPTERS:
+    for name in CHAPTERS + APPENDIX:
         assert f"{{doc}}`{name.split('/')[-1]}`" in text, f"book/index.md does not link {name}"
     for switch in SWITCHES:
         assert switch in text, f"book/index.md does not explain {switch}"
@@ -161,7 +163,8 @@ def _run_notebooks_module():
 
 def test_run_notebooks_lists_the_toc_and_strips_volatile_metadata():
     run_notebooks = _run_notebooks_module()
-    assert [p.relative_to(ROOT).with_suffix("").as_posix() for p in run_notebooks.toc_notebooks()] == CHAPTERS
+    assert [p.relative_to(ROOT).with_suffix("").as_posix() for p in run_notebooks.toc_notebooks()] == CHAPTERS + APPENDIX
+    assert run_notebooks.toc_files({"chapters": [{"file": "a"}]}) == ["a"]  # a toc without parts
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1"), nbformat.v4.new_markdown_cell("text")])
     nb.metadata.update(widgets={"state": {}}, language_info={"name": "python", "version": "3.11.2"})
     nb.cells[0].metadata["execution"] = {"iopub.status.busy": "2025-01-01T00:00:00"}
@@ -183,7 +186,7 @@ def test_the_rehearsal_checks_the_real_data_branch_of_every_chapter(monkeypatch,
     rehearse = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "rehearse", rehearse)  # its dataclasses look their module up
     spec.loader.exec_module(rehearse)
-    chapters = [name.split("/")[-1] for name in CHAPTERS]
+    chapters = [name.split("/")[-1] for name in CHAPTERS + APPENDIX]
     assert {key.split("+")[0] for key in rehearse.BRANCH_MARKS} == set(chapters)
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(1)")])
     nb.cells[0].outputs = [nbformat.v4.new_output("stream", text="model: sat_tiny_convstem\n")]
