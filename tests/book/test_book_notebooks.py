@@ -163,7 +163,8 @@ def _run_notebooks_module():
 
 def test_run_notebooks_lists_the_toc_and_strips_volatile_metadata():
     run_notebooks = _run_notebooks_module()
-    assert [p.relative_to(ROOT).with_suffix("").as_posix() for p in run_notebooks.toc_notebooks()] == CHAPTERS + APPENDIX
+    listed = [p.relative_to(ROOT).with_suffix("").as_posix() for p in run_notebooks.toc_notebooks()]
+    assert listed == CHAPTERS + APPENDIX
     assert run_notebooks.toc_files({"chapters": [{"file": "a"}]}) == ["a"]  # a toc without parts
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1"), nbformat.v4.new_markdown_cell("text")])
     nb.metadata.update(widgets={"state": {}}, language_info={"name": "python", "version": "3.11.2"})
@@ -197,3 +198,38 @@ def test_the_rehearsal_checks_the_real_data_branch_of_every_chapter(monkeypatch,
     nb.cells[0].outputs[0].text = "\n".join(["model: sat_deit_small_patch16_224", rehearse.NOTES, GPU_COST, ""])
     nbformat.write(nb, tmp_path / "00_wsol.ipynb")
     rehearse.check_marks(tmp_path / "00_wsol.ipynb", "00_wsol")
+    with pytest.raises(RuntimeError, match="pretrained backbone"):  # the small pass also checks it ran offline
+        rehearse.check_marks(tmp_path / "00_wsol.ipynb", "00_wsol", extra=(rehearse.OFFLINE,))
+
+
+def _rehearse_module(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "book"))
+    spec = importlib.util.spec_from_file_location("rehearse", ROOT / "book" / "rehearse.py")
+    rehearse = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "rehearse", rehearse)  # its dataclasses look their module up
+    spec.loader.exec_module(rehearse)
+    return rehearse
+
+
+def test_the_rehearsal_runs_the_cub_chapters_on_a_small_set_offline(monkeypatch, tmp_path):
+    """The small pass: 6 classes, 6 training and 3 test photos a class, SATLIB_PRETRAINED set and no ImageNet;
+    every chapter that reads SATLIB_CUB_ROOT takes part."""
+    rehearse = _rehearse_module(monkeypatch)
+    small = [p for p in rehearse.book_passes(tmp_path) if p.name == "small"][0]
+    reads_cub = [path.stem for path in chapter_notebooks()
+                 if any("settings.cub_root" in cell.source or "shared_recipe(" in cell.source
+                        for cell in code_cells(nbformat.read(path, as_version=4)))]
+    assert sorted(small.chapters) == sorted(reads_cub)
+    env = rehearse.pass_environment({"SATLIB_IMAGENET_ROOT": "ILSVRC", "SATLIB_SMOKE": "1"}, small.env)
+    assert "SATLIB_IMAGENET_ROOT" not in env and env["SATLIB_SMOKE"] == "1"
+    assert env["SATLIB_CUB_ROOT"] == str(tmp_path / "cub-small")
+    assert env["SATLIB_PRETRAINED"].endswith("deit_small_patch16_224-cd65a155.pth")
+
+    from satlib.data.cub import read_split_boxes
+    from satlib.data.dataset import build_dataset
+
+    root = rehearse.write_small_set(tmp_path / "cub-small")
+    train = build_dataset("cub", root, "train")
+    sizes, boxes = read_split_boxes(root)
+    assert (train.num_classes, len(train), len(boxes)) == (6, 36, 18)
+    assert len({(w, h) for w, h in sizes}) > 1 and any(w != h for w, h in sizes)  # photos of their own sizes
