@@ -50,6 +50,7 @@ SMALL_SET = {"num_classes": 6, "per_class": 9, "test_fraction": 1 / 3}
 SMALL_CHAPTERS = ("00_wsol", "01_token_injection", "02_attention_querying", "03_constraints", "04_training",
                   "05_measuring", "06_cub", "08_your_work", "10_making_it_fast")
 OFFLINE = r"pretrained backbone deit_small_patch16_224"  # settings.summary() with SATLIB_PRETRAINED
+WEIGHTS_USED = r"model\.pretrained = '[^']*deit_small_patch16_224-cd65a155\.pth'"  # in the recipe notes
 # What each chapter prints on its real-data branch (regular expressions over its outputs' text).
 NOTES = r"where this run differs from the official cub code"  # settings.recipe_notes on a CUB recipe
 # Per chapter (and pass): what its real-data branch does, and what it prints there (regular expressions
@@ -208,7 +209,8 @@ def rehearse_book(scratch: Path, env: dict[str, str], chapters: list[Path], repo
                 continue
             report.timed(f"{path.stem} ({chapter_pass.name})",
                          lambda p=path, o=out, e=pass_env: execute(p, out=o, env=e), detail=BRANCH_MARKS[key][0])
-            check_marks(out / path.name, key, extra=chapter_pass.marks)
+            notes = NOTES in BRANCH_MARKS[key][1] and chapter_pass.marks  # the recipe notes show the file
+            check_marks(out / path.name, key, extra=(*chapter_pass.marks, *((WEIGHTS_USED,) if notes else ())))
 
 
 def rehearse_cli(scratch: Path, env: dict[str, str], report: Report) -> None:

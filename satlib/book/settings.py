@@ -95,14 +95,15 @@ class Settings:
         else `SHORT_RUN`."""
         if self.cub_root is None:
             raise SettingsError("SATLIB_CUB_ROOT is not set: the CUB recipe needs the CUB-200-2011 folder")
-        return self.fit_to_device(self.local_weights(cub_recipe(self.cub_root, *overrides, full_run=self.full_run)))
+        return self.fit_to_device(cub_recipe(self.cub_root, *self.weights_overrides(), *overrides,
+                                             full_run=self.full_run))
 
     def imagenet_recipe(self, *overrides: str) -> Config:
         """configs/imagenet.yaml on SATLIB_IMAGENET_ROOT as one process runs it (4 micro-batches of 128, as the
         official 4 GPUs), fitted to the device."""
         if self.imagenet_root is None:
             raise SettingsError("SATLIB_IMAGENET_ROOT is not set: the ImageNet recipe needs the ILSVRC folder")
-        return self.fit_to_device(self.local_weights(imagenet_recipe(self.imagenet_root, *overrides)))
+        return self.fit_to_device(imagenet_recipe(self.imagenet_root, *self.weights_overrides(), *overrides))
 
     def shared_recipe(self, *overrides: str) -> Config:
         """The run chapters 0, 2, 3 and 5 share: `cub_recipe` with SATLIB_CUB_ROOT, else `tiny_recipe`."""
@@ -113,12 +114,10 @@ class Settings:
         `tscam_deit_small_patch16_224`, ...), the same data, schedule and evaluation."""
         return baseline_recipe(self.shared_recipe, method, *overrides)
 
-    def local_weights(self, config: Config) -> Config:
-        """With SATLIB_PRETRAINED, a recipe that asks for timm's download (`model.pretrained: timm`) reads that
-        file instead (`model.pretrained=<file>`), in place; returns `config`."""
-        if self.pretrained is not None and config.model.pretrained == "timm":
-            config.model.pretrained = str(self.pretrained)
-        return config
+    def weights_overrides(self) -> tuple[str, ...]:
+        """With SATLIB_PRETRAINED, the override that starts a paper recipe (`pretrained: timm`, a download) from
+        that file instead: `model.pretrained=<file>`; else none. An override given after it wins."""
+        return (f"model.pretrained={self.pretrained}",) if self.pretrained else ()
 
     def fit_to_device(self, config: Config) -> Config:
         """On a GPU, split a paper recipe's step into the fewest accumulated micro-batches that fit its free

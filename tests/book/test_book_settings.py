@@ -182,7 +182,9 @@ def test_a_local_weights_file_replaces_the_download_in_the_paper_recipes(environ
         assert config.model.pretrained == str(weights)  # instead of "timm", which downloads
     assert settings.cub_recipe("model.pretrained=").model.pretrained == ""  # a recipe that asks for none keeps none
     assert settings.tiny_recipe().model.pretrained == ""  # the stand-in's tiny SAT trains from scratch
-    environ(SATLIB_PRETRAINED="")
+    environ(SATLIB_SMOKE=1)  # a smoke run drops timm's download, not a local file
+    assert read_settings().cub_recipe().model.pretrained == str(weights)
+    environ(SATLIB_PRETRAINED="", SATLIB_SMOKE=0)
     assert read_settings().cub_recipe().model.pretrained == "timm"
 
 
