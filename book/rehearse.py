@@ -149,12 +149,15 @@ def write_official_checkpoint(path: Path, num_classes: int = 200) -> Path:
 
 
 def output_text(nb: nbformat.NotebookNode) -> str:
-    """Everything a notebook's code cells printed or displayed as text."""
+    """Everything a notebook's code cells printed or displayed as text; a cell's stdout as one text, however
+    its lines were split between outputs (a warning on stderr cuts a print in two)."""
     parts = []
     for cell in nb.cells:
-        for output in cell.get("outputs", []):
-            parts.append(output.get("text", "") if output.get("output_type") == "stream" else "")
-            parts.append("".join(output.get("data", {}).get("text/plain", "")))
+        outputs = cell.get("outputs", [])
+        for stream in ("stdout", "stderr"):
+            parts.append("".join(o.get("text", "") for o in outputs
+                                 if o.get("output_type") == "stream" and o.get("name", "stdout") == stream))
+        parts += ["".join(o.get("data", {}).get("text/plain", "")) for o in outputs]
     return "\n".join(parts)
 
 

@@ -198,6 +198,11 @@ def test_the_rehearsal_checks_the_real_data_branch_of_every_chapter(monkeypatch,
     nb.cells[0].outputs[0].text = "\n".join(["model: sat_deit_small_patch16_224", rehearse.NOTES, GPU_COST, ""])
     nbformat.write(nb, tmp_path / "00_wsol.ipynb")
     rehearse.check_marks(tmp_path / "00_wsol.ipynb", "00_wsol")
+    split = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(name, value)")])
+    split.cells[0].outputs = [nbformat.v4.new_output("stream", text="model: sat_deit_small_patch16_224"),
+                              nbformat.v4.new_output("stream", name="stderr", text="UserWarning: ...\n"),
+                              nbformat.v4.new_output("stream", text=" {'both constraints': (1.0, 1.0)}\n")]
+    assert "sat_deit_small_patch16_224 {'both" in rehearse.output_text(split)  # a print a warning cut in two
     with pytest.raises(RuntimeError, match="pretrained backbone"):  # the small pass also checks it ran offline
         rehearse.check_marks(tmp_path / "00_wsol.ipynb", "00_wsol", extra=(rehearse.OFFLINE,))
 
