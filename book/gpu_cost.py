@@ -25,7 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # bench/ is not installed with satlib
 
 from bench.cost import SPLIT_SIZES, ModelCost, estimate_gpu_run, model_cost  # noqa: E402
-
 from satlib.book import Settings  # noqa: E402
 from satlib.config import Config  # noqa: E402
 
