@@ -96,7 +96,8 @@ def _write_label(rgb: np.ndarray, label: str, corner: tuple[float, float], color
     from PIL import Image, ImageDraw, ImageFont
 
     height, width = rgb.shape[:2]
-    picture = Image.fromarray(np.round(rgb * 255).astype(np.uint8))
+    before = np.round(rgb * 255).astype(np.uint8)
+    picture = Image.fromarray(before)
     draw = ImageDraw.Draw(picture)
     size = max(6, round(min(height, width) / 20))
     font = ImageFont.load_default(size=size)
@@ -108,7 +109,11 @@ def _write_label(rgb: np.ndarray, label: str, corner: tuple[float, float], color
     y = min(max(0.0, corner[1]), max(0.0, height - (bottom - top) - 2))
     draw.rectangle((x, y, x + right - left + 2, y + bottom - top + 2), fill=color)
     draw.text((x + 1 - left, y + 1 - top), label, fill=(0, 0, 0), font=font)
-    return np.asarray(picture, dtype=np.float64) / 255.0
+    after = np.asarray(picture)
+    written = (after != before).any(axis=-1)  # only the label's pixels change; the rest keeps full precision
+    out = rgb.copy()
+    out[written] = after[written] / 255.0
+    return out
 
 
 def _draw_box(ax, box: Sequence[float], color: str, linestyle: str = "-") -> None:
