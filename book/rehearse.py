@@ -4,6 +4,7 @@ line's paper recipes, executed on a CPU in minutes.
     python book/rehearse.py                      everything, in a temporary scratch folder
     python book/rehearse.py --scratch DIR --keep keep the stand-ins, runs and executed chapters in DIR
     python book/rehearse.py --chapters 06_cub    only these chapters (--no-cli: no CLI, --no-book: no chapter)
+    python book/rehearse.py --passes small       only these passes of the chapters (real-data, official, small)
 
 Nobody's GPU or dataset is needed: the stand-ins (`satlib data synth --layout cub|imagenet|openimages`)
 hold synthetic photos in the real datasets' own layouts, and `SATLIB_SMOKE=1` keeps every model, recipe,
@@ -15,6 +16,9 @@ reader and code path while capping the work (train.max_steps, eval.max_batches: 
    on the stand-ins, chapter 6 a second time with SATLIB_OFFICIAL_CHECKPOINT; the executed notebooks are
    written to the scratch folder (the committed ones keep their CPU-default outputs), and each must show
    the marks of its real-data branch (`BRANCH_MARKS`), so a branch that was silently skipped fails;
+   then every chapter that reads SATLIB_CUB_ROOT runs once more on a small CUB-layout set (`SMALL_SET`:
+   6 classes, 6 training and 3 test photos a class), offline: SATLIB_PRETRAINED names a DeiT-S weights
+   file, so the paper recipes start from a local file as on a GPU node without internet;
 3. the CLI: train + evaluate with configs/cub.yaml and configs/imagenet.yaml, evaluate --official,
    evaluate on the OpenImages stand-in (PxAP), visualize and predict.
 """
@@ -40,6 +44,13 @@ STANDINS = {"cub": ["--per-class", "80"],  # 64 test photos: the chapters' figur
             "imagenet": ["--per-class", "30"],  # 24 training photos a class: the 20-per-class subset is real
             "openimages": []}
 
+# The small pass: a CUB-layout set as small as a reader's first try (6 classes, 6 training and 3 test photos a
+# class, each photo of its own size), and the chapters that read SATLIB_CUB_ROOT (chapter 7 reads ImageNet).
+SMALL_SET = {"num_classes": 6, "per_class": 9, "test_fraction": 1 / 3}
+SMALL_CHAPTERS = ("00_wsol", "01_token_injection", "02_attention_querying", "03_constraints", "04_training",
+                  "05_measuring", "06_cub", "08_your_work", "09_gradcam", "10_making_it_fast")
+OFFLINE = r"pretrained backbone deit_small_patch16_224"  # settings.summary() with SATLIB_PRETRAINED
+WEIGHTS_USED = r"model\.pretrained\s*=\s*'[^']*deit_small_patch16_224-cd65a155\.pth'"  # in the recipe notes
 # What each chapter prints on its real-data branch (regular expressions over its outputs' text).
 NOTES = r"where this run differs from the official cub code"  # settings.recipe_notes on a CUB recipe
 # Per chapter (and pass): what its real-data branch does, and what it prints there (regular expressions
@@ -65,6 +76,8 @@ BRANCH_MARKS = {
     "08_your_work": ("train(configs/cub.yaml) on the CUB-layout folder, predict and export", [NOTES]),
     "09_gradcam": ("Grad-CAM on the shared CUB run and its CAM baseline, scored by evaluate_maps",
                    [r"SAT: sat_deit_small_patch16_224, 224 px", r"highest MaxBoxAccV2: "]),
+    "10_making_it_fast": ("the explicit and fused attention paths on the shared CUB run",
+                          [r"sat_deit_small_patch16_224: GT-known"]),
 }
 
 
@@ -104,6 +117,26 @@ def satlib_command(*args: str | Path, env: dict[str, str]) -> str:
     return result.stdout
 
 
+DEIT_S_FILE = "deit_small_patch16_224-cd65a155.pth"  # the name of timm's DeiT-S download
+
+
+def write_deit_weights(path: Path) -> Path:
+    """A random DeiT-S saved as the file a reader downloads for SATLIB_PRETRAINED: {"model": timm's keys}."""
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    torch.save({"model": timm.create_model("deit_small_patch16_224", pretrained=False).state_dict()}, path)
+    return path
+
+
+def write_small_set(out: Path) -> Path:
+    """The small CUB-layout set of the small pass (`SMALL_SET`), photos of their own sizes."""
+    from satlib.data.standins import make_standin
+
+    return make_standin(out, "cub", **SMALL_SET)
+
+
 def write_official_checkpoint(path: Path, num_classes: int = 200) -> Path:
     """A random DeiT-S SAT saved as the official train.py saves one: {"model": DataParallel keys + kernel}."""
     import torch
@@ -118,37 +151,73 @@ def write_official_checkpoint(path: Path, num_classes: int = 200) -> Path:
 
 
 def output_text(nb: nbformat.NotebookNode) -> str:
-    """Everything a notebook's code cells printed or displayed as text."""
+    """Everything a notebook's code cells printed or displayed as text; a cell's stdout as one text, however
+    its lines were split between outputs (a warning on stderr cuts a print in two)."""
     parts = []
     for cell in nb.cells:
-        for output in cell.get("outputs", []):
-            parts.append(output.get("text", "") if output.get("output_type") == "stream" else "")
-            parts.append("".join(output.get("data", {}).get("text/plain", "")))
+        outputs = cell.get("outputs", [])
+        for stream in ("stdout", "stderr"):
+            parts.append("".join(o.get("text", "") for o in outputs
+                                 if o.get("output_type") == "stream" and o.get("name", "stdout") == stream))
+        parts += ["".join(o.get("data", {}).get("text/plain", "")) for o in outputs]
     return "\n".join(parts)
 
 
-def check_marks(executed: Path, key: str) -> None:
-    """Fail unless the executed notebook shows every mark of its real-data branch."""
+def check_marks(executed: Path, key: str, extra: tuple[str, ...] = ()) -> None:
+    """Fail unless the executed notebook shows every mark of its real-data branch (and the `extra` marks)."""
     text = output_text(nbformat.read(executed, as_version=4))
-    missing = [mark for mark in BRANCH_MARKS[key][1] if not re.search(mark, text)]
+    unwrapped = re.sub(r"\s+", "", text)  # a mark that a chapter's textwrap broke over lines (long paths)
+    missing = [mark for mark in (*BRANCH_MARKS[key][1], *extra)
+               if not re.search(mark, text) and not re.search(mark, unwrapped)]
     if missing:
         raise RuntimeError(f"{executed}: the real-data branch did not run (missing {missing})")
 
 
-def rehearse_book(scratch: Path, env: dict[str, str], chapters: list[Path], report: Report) -> None:
-    """Every chapter on the stand-ins; chapter 6 again with the official checkpoint."""
-    passes = [("real data", "", {}),  # SATLIB_FULL_RUN=1: the paper's recipes
-              ("official checkpoint", "+official",  # and the short CUB recipe, which it builds but need not train
-               {"SATLIB_OFFICIAL_CHECKPOINT": str(scratch / "official" / "SAT_CUB.pth.tar"), "SATLIB_FULL_RUN": "0"})]
-    for name, suffix, extra in passes:
-        out = scratch / "notebooks" / name.replace(" ", "-")
+@dataclass(frozen=True)
+class Pass:
+    """One pass of the chapters: its name, the suffix of its `BRANCH_MARKS` keys, what it sets in the
+    environment (None: removes), which chapters it runs (None: every chapter with marks) and what else
+    every chapter must print."""
+
+    name: str
+    suffix: str
+    env: dict[str, str | None]
+    chapters: tuple[str, ...] | None = None
+    marks: tuple[str, ...] = ()
+
+
+def book_passes(scratch: Path) -> list[Pass]:
+    """The passes of the chapters, in order: the stand-ins with the paper's recipes, the official checkpoint,
+    the small set offline."""
+    return [Pass("real data", "", {}),  # SATLIB_FULL_RUN=1: the paper's recipes
+            Pass("official checkpoint", "+official",  # and the short CUB recipe, which it builds but need not train
+                 {"SATLIB_OFFICIAL_CHECKPOINT": str(scratch / "official" / "SAT_CUB.pth.tar"), "SATLIB_FULL_RUN": "0"}),
+            Pass("small", "", {"SATLIB_CUB_ROOT": str(scratch / "cub-small"), "SATLIB_IMAGENET_ROOT": None,
+                               "SATLIB_PRETRAINED": str(scratch / "official" / DEIT_S_FILE)},
+                 chapters=SMALL_CHAPTERS, marks=(OFFLINE,))]
+
+
+def pass_environment(env: dict[str, str], changes: dict[str, str | None]) -> dict[str, str]:
+    """`env` with a pass's changes: a value sets a variable, None removes it."""
+    out = {**env, **{name: value for name, value in changes.items() if value is not None}}
+    return {name: value for name, value in out.items() if changes.get(name, "") is not None}
+
+
+def rehearse_book(scratch: Path, env: dict[str, str], chapters: list[Path], report: Report,
+                  passes: list[Pass] | None = None) -> None:
+    """Every chapter on the stand-ins; chapter 6 again with the official checkpoint; the CUB chapters on the
+    small set."""
+    for chapter_pass in passes or book_passes(scratch):
+        out = scratch / "notebooks" / chapter_pass.name.replace(" ", "-")
+        pass_env = pass_environment(env, chapter_pass.env)
         for path in chapters:
-            key = path.stem + suffix
-            if key not in BRANCH_MARKS:
+            key = path.stem + chapter_pass.suffix
+            if key not in BRANCH_MARKS or (chapter_pass.chapters and path.stem not in chapter_pass.chapters):
                 continue
-            report.timed(f"{path.stem} ({name})", lambda p=path, o=out, e={**env, **extra}: execute(p, out=o, env=e),
-                         detail=BRANCH_MARKS[key][0])
-            check_marks(out / path.name, key)
+            report.timed(f"{path.stem} ({chapter_pass.name})",
+                         lambda p=path, o=out, e=pass_env: execute(p, out=o, env=e), detail=BRANCH_MARKS[key][0])
+            notes = NOTES in BRANCH_MARKS[key][1] and chapter_pass.marks  # the recipe notes show the file
+            check_marks(out / path.name, key, extra=(*chapter_pass.marks, *((WEIGHTS_USED,) if notes else ())))
 
 
 def rehearse_cli(scratch: Path, env: dict[str, str], report: Report) -> None:
@@ -200,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chapters", nargs="*", help="chapter names (e.g. 06_cub); default: every chapter")
     parser.add_argument("--no-cli", action="store_true", help="skip the command-line part")
     parser.add_argument("--no-book", action="store_true", help="skip the chapters")
+    parser.add_argument("--passes", nargs="*", choices=["real-data", "official", "small"],
+                        help="which passes of the chapters (default: all three)")
     args = parser.parse_args(argv)
     chapters = [p for p in toc_notebooks() if not args.chapters or p.stem in args.chapters]
     if args.chapters and len(chapters) != len(args.chapters):
@@ -211,8 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         env = {**os.environ, "SATLIB_SMOKE": "1", "SATLIB_FULL_RUN": "1", "SATLIB_CACHE": str(scratch / "cache"),
                "SATLIB_CUB_ROOT": str(scratch / "cub"), "SATLIB_IMAGENET_ROOT": str(scratch / "imagenet")}
-        env.pop("SATLIB_OFFICIAL_CHECKPOINT", None)
-        env.pop("SATLIB_DEVICE", None)
+        for name in ("SATLIB_OFFICIAL_CHECKPOINT", "SATLIB_DEVICE", "SATLIB_PRETRAINED"):
+            env.pop(name, None)
         for layout, options in STANDINS.items():
             if not (scratch / layout / "standin.json").is_file():
                 report.timed(f"satlib data synth --layout {layout}", lambda lay=layout, opt=options: satlib_command(
@@ -220,8 +291,15 @@ def main(argv: list[str] | None = None) -> int:
         (scratch / "official").mkdir(exist_ok=True)
         report.timed("official-format checkpoint",
                      lambda: write_official_checkpoint(scratch / "official" / "SAT_CUB.pth.tar"))
+        report.timed("a DeiT-S weights file (SATLIB_PRETRAINED)",
+                     lambda: write_deit_weights(scratch / "official" / DEIT_S_FILE))
+        if not (scratch / "cub-small" / "standin.json").is_file():
+            report.timed("the small CUB-layout set", lambda: write_small_set(scratch / "cub-small"))
         if not args.no_book:
-            rehearse_book(scratch, env, chapters, report)
+            names = {"real-data": "real data", "official": "official checkpoint", "small": "small"}
+            chosen = {names[name] for name in args.passes} if args.passes else set(names.values())
+            rehearse_book(scratch, env, chapters, report,
+                          [p for p in book_passes(scratch) if p.name in chosen])
         if not args.no_cli:
             rehearse_cli(scratch, env, report)
     finally:

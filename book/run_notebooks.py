@@ -36,10 +36,15 @@ KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3
 REAL_DATA_SWITCHES = ("SATLIB_CUB_ROOT", "SATLIB_IMAGENET_ROOT")  # with one of them set, the cache is kept
 
 
+def toc_files(toc: dict) -> list[str]:
+    """The files of a jupyter-book toc after its root, in order: its `chapters`, or the chapters of its `parts`."""
+    chapters = toc.get("chapters") or [entry for part in toc.get("parts", []) for entry in part.get("chapters", [])]
+    return [entry["file"] for entry in chapters]
+
+
 def toc_notebooks(root: Path = ROOT) -> list[Path]:
-    """Every .ipynb chapter of _toc.yml, in order."""
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
-    files = [entry["file"] for entry in toc.get("chapters", [])]
+    """Every .ipynb chapter of _toc.yml (appendix included), in order."""
+    files = toc_files(yaml.safe_load((root / "_toc.yml").read_text()))
     return [root / f"{name}.ipynb" for name in files if (root / f"{name}.ipynb").is_file()]
 
 

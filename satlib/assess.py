@@ -121,12 +121,13 @@ def compare_checkpoints(checkpoints: list[str | Path | LoadedModel], *, data_roo
         threshold = info.threshold or default_thresholds(config.eval.protocol)[0]
         names = test_set.class_names
         classes = [names[i] if names else str(i) for i in output.logits.argmax(-1).tolist()]
-        blocks.append((method_name(model), scored_maps(output, labels).float(), threshold,
-                       metrics.get("gt_known"), classes))
+        maps = scored_maps(output, labels).float()
+        blocks.append((method_name(model), maps, threshold, metrics.get("gt_known"), classes,
+                       colour_scale(model.method, maps)))
         if own_cam and len(blocks) == 1:
             cams = output.class_maps.float()[torch.arange(len(labels), device=device_), labels]
             own = ("own CAM", cams, metrics.get("cam_best_threshold", threshold), metrics.get("cam_gt_known"),
-                   classes)
+                   classes, colour_scale("cam", cams))
     if own_cam:
         blocks.append(own)
     test_set, batch, config = first
@@ -135,16 +136,28 @@ def compare_checkpoints(checkpoints: list[str | Path | LoadedModel], *, data_roo
     return _save_png(figure, Path(out))
 
 
+def colour_scale(method: str, maps: torch.Tensor) -> tuple[float, float]:
+    """The fixed colour scale a method's maps (B, rows, cols) are drawn on: SAT's map is a probability, (0, 1);
+    a class map has no fixed range, so the range of these maps together (one scale for every image: a weak
+    map looks weak, where a per-image min-max would paint it as hot as a strong one)."""
+    if method == "sat":
+        return 0.0, 1.0
+    low, high = float(maps.min()), float(maps.max())
+    return low, high if high > low else low + 1.0
+
+
 def _localization_figure(images: torch.Tensor, gt_boxes: list[torch.Tensor], blocks: list[tuple], config: Config, *,
                          cols: int, named: bool, panel_size: float = 2.4):
-    """One block of rows per (name, maps (B, rows, cols), threshold, GT-known or None, predicted class names)."""
+    """One block of rows per (name, maps (B, rows, cols), threshold, GT-known or None, predicted class names,
+    colour scale); the maps are drawn on their block's own scale (`colour_scale`), and a box that is the
+    evaluator's fallback (no pixel above the threshold) is dashed and named."""
     import matplotlib.pyplot as plt  # heavy, and only the figures need it
 
     cols = min(cols, len(images))
     rows_per_block = math.ceil(len(images) / cols)
     figure, axes = plt.subplots(rows_per_block * len(blocks), cols, squeeze=False,
                                 figsize=(cols * panel_size, rows_per_block * len(blocks) * panel_size))
-    for b, (name, maps, threshold, _, predicted) in enumerate(blocks):
+    for b, (name, maps, threshold, _, predicted, value_range) in enumerate(blocks):
         boxes = boxes_from_maps(maps, [threshold], config.data.img_size, protocol=config.eval.protocol)[:, 0].cpu()
         for i, ax in enumerate(axes[b * rows_per_block:(b + 1) * rows_per_block].flat):
             if i >= len(images):
@@ -152,9 +165,10 @@ def _localization_figure(images: torch.Tensor, gt_boxes: list[torch.Tensor], blo
                 continue
             iou = float(box_iou(boxes[i:i + 1].float(), gt_boxes[i].float()).max())
             title = f"{name}: {predicted[i]}" if named else predicted[i]
-            show_localization(images[i], maps[i].cpu(), boxes[i], gt_boxes[i], iou=iou, ax=ax, title=title)
-    scores = [f"{name} GT-known {gt_known:.1f}%" for name, _, _, gt_known, _ in blocks if gt_known is not None]
-    figure.suptitle("held-out images: map, predicted box (green), GT box (red)"
+            show_localization(images[i], maps[i].cpu(), boxes[i], gt_boxes[i], iou=iou, ax=ax, title=title,
+                              value_range=value_range, threshold=threshold, protocol=config.eval.protocol)
+    scores = [f"{name} GT-known {gt_known:.1f}%" for name, _, _, gt_known, *_ in blocks if gt_known is not None]
+    figure.suptitle("held-out images: map on its own scale, predicted box (green), GT box (red)"
                     + (f"; {', '.join(scores)}" if scores else ""))
     figure.tight_layout()
     return figure

@@ -4,7 +4,7 @@ imports it, and nothing else in satlib does.
     from satlib.book import setup
     settings = setup()                   # the SATLIB_* switches, checked; seeds; the figure style
     run = settings.run(settings.shared_recipe())   # trained only when no finished run of it exists
-    model, config, payload = run.load()
+    model, info = run.load()             # a satlib.LoadedModel: info.threshold, info.metrics, info.config
 
 One module per question:
 
@@ -14,6 +14,7 @@ One module per question:
     probe.py      the probe images' maps after every epoch of a run
     fit.py        a paper recipe's step split into micro-batches that fit this GPU, measured on it
     widgets.py    `explore`: a figure with controls (ipywidgets, the `book` extra, imported when called)
+    source.py     code on the page: satlib's own source, whole or as an excerpt with statements left out
 
 Importing it imports matplotlib (the figure style) and the training loop (the run cache trains).
 """
@@ -23,9 +24,10 @@ from satlib.book.probe import EPOCH_MAPS, Probe, probe_indices
 from satlib.book.recipes import SHORT_RUN, TINY_SAT, recipe_notes
 from satlib.book.runs import FINISHED, RUN_CITATION, BookRun, RunCache, cited_runs
 from satlib.book.settings import FIGURE_STYLE, Settings, SettingsError, read_settings, setup
+from satlib.book.source import excerpt, source
 from satlib.book.widgets import WIDGET_VIEW, explore
 
 __all__ = ["setup", "read_settings", "Settings", "SettingsError", "FIGURE_STYLE", "TINY_SAT", "SHORT_RUN",
            "recipe_notes", "BookRun", "RunCache", "cited_runs", "RUN_CITATION", "FINISHED", "Probe",
            "probe_indices", "EPOCH_MAPS", "fit_to_device", "micro_batches_to_fit", "StepMemory", "DoesNotFit",
-           "explore", "WIDGET_VIEW"]
+           "explore", "WIDGET_VIEW", "source", "excerpt"]

@@ -13,7 +13,10 @@ committed outputs show):
     SATLIB_IMAGENET_ROOT        an ILSVRC-2012 folder as data_scripts/prepare_imagenet.py writes it
     SATLIB_FULL_RUN             1: the paper's recipes at full length (0 or unset: short runs)
     SATLIB_OFFICIAL_CHECKPOINT  the authors' released CUB checkpoint (.pth.tar), evaluated by chapter 6
-    SATLIB_SMOKE                1: every training run and evaluation capped to a few batches (satlib.runtime)
+    SATLIB_PRETRAINED           a local ImageNet DeiT-S weights file (.pth or .safetensors): the paper's
+                                recipes start from it instead of downloading (a machine without internet)
+    SATLIB_SMOKE                1: every training run and evaluation capped to a few batches
+                                (train.max_steps, eval.max_batches: satlib.config.apply_smoke)
     SATLIB_CACHE                where generated data and runs are kept (default ~/.cache/satlib)
 
 A bad value stops the chapter with a `SettingsError` that names the variable.
@@ -35,6 +38,8 @@ from satlib.book.runs import BookRun, RunCache
 from satlib.config import Config, smoke
 from satlib.runtime import resolve_device, seed_everything
 
+WEIGHT_SUFFIXES = (".pth", ".pt", ".pth.tar", ".safetensors")  # what satlib.models.read_state_dict reads
+DEIT_S_WEIGHTS = "deit_small_patch16_224-cd65a155.pth from dl.fbaipublicfiles.com/deit/"  # timm's DeiT-S source
 FIGURE_STYLE = {"figure.dpi": 80, "font.size": 9, "image.interpolation": "nearest"}
 DEFAULT_CACHE = Path.home() / ".cache" / "satlib"
 
@@ -53,6 +58,7 @@ class Settings:
     imagenet_root: Path | None = None
     full_run: bool = False
     official_checkpoint: Path | None = None
+    pretrained: Path | None = None  # SATLIB_PRETRAINED: the DeiT-S weights file of the paper's recipes
     smoke: bool = False
     cache_root: Path = DEFAULT_CACHE
 
@@ -69,6 +75,8 @@ class Settings:
         text = f"device {self.device}; data: {data}; runs: {'full (the paper)' if self.full_run else 'short'}"
         if self.official_checkpoint:
             text += f"; official checkpoint {self.official_checkpoint.name}"
+        if self.pretrained:
+            text += f"; pretrained backbone {self.pretrained.name}"
         return text + ("; SMOKE: every run capped to 2 steps" if self.smoke else "")
 
     # ------------------------------------------------------------------------------------------
@@ -87,14 +95,15 @@ class Settings:
         else `SHORT_RUN`."""
         if self.cub_root is None:
             raise SettingsError("SATLIB_CUB_ROOT is not set: the CUB recipe needs the CUB-200-2011 folder")
-        return self.fit_to_device(cub_recipe(self.cub_root, *overrides, full_run=self.full_run))
+        return self.fit_to_device(cub_recipe(self.cub_root, *self.weights_overrides(), *overrides,
+                                             full_run=self.full_run))
 
     def imagenet_recipe(self, *overrides: str) -> Config:
         """configs/imagenet.yaml on SATLIB_IMAGENET_ROOT as one process runs it (4 micro-batches of 128, as the
         official 4 GPUs), fitted to the device."""
         if self.imagenet_root is None:
             raise SettingsError("SATLIB_IMAGENET_ROOT is not set: the ImageNet recipe needs the ILSVRC folder")
-        return self.fit_to_device(imagenet_recipe(self.imagenet_root, *overrides))
+        return self.fit_to_device(imagenet_recipe(self.imagenet_root, *self.weights_overrides(), *overrides))
 
     def shared_recipe(self, *overrides: str) -> Config:
         """The run chapters 0, 2, 3 and 5 share: `cub_recipe` with SATLIB_CUB_ROOT, else `tiny_recipe`."""
@@ -104,6 +113,11 @@ class Settings:
         """`shared_recipe` for a baseline of the same backbone: method "cam" or "tscam" (`cam_tiny_convstem`,
         `tscam_deit_small_patch16_224`, ...), the same data, schedule and evaluation."""
         return baseline_recipe(self.shared_recipe, method, *overrides)
+
+    def weights_overrides(self) -> tuple[str, ...]:
+        """With SATLIB_PRETRAINED, the override that starts a paper recipe (`pretrained: timm`, a download) from
+        that file instead: `model.pretrained=<file>`; else none. An override given after it wins."""
+        return (f"model.pretrained={self.pretrained}",) if self.pretrained else ()
 
     def fit_to_device(self, config: Config) -> Config:
         """On a GPU, split a paper recipe's step into the fewest accumulated micro-batches that fit its free
@@ -153,6 +167,8 @@ def read_settings() -> Settings:
                               "the folder data_scripts/prepare_imagenet.py wrote: train/, val/, metadata/"),
         full_run=_switch("SATLIB_FULL_RUN", value("SATLIB_FULL_RUN")),
         official_checkpoint=_file("SATLIB_OFFICIAL_CHECKPOINT", value("SATLIB_OFFICIAL_CHECKPOINT")),
+        pretrained=_file("SATLIB_PRETRAINED", value("SATLIB_PRETRAINED"), WEIGHT_SUFFIXES,
+                         f"the ImageNet DeiT-S weights, e.g. {DEIT_S_WEIGHTS}"),
         smoke=smoke(),
         cache_root=Path(value("SATLIB_CACHE") or DEFAULT_CACHE).expanduser(),
     )
@@ -202,10 +218,14 @@ def _folder(name: str, text: str, inside: str, what: str) -> Path | None:
     return path
 
 
-def _file(name: str, text: str) -> Path | None:
+def _file(name: str, text: str, suffixes: tuple[str, ...] = (), what: str = "") -> Path | None:
+    """The file a variable names, or None when it is unset; `suffixes`: the names it may end with."""
     if not text:
         return None
     path = Path(text).expanduser()
+    expected = f" (expected {what})" if what else ""
     if not path.is_file():
-        raise SettingsError(f"{name}={text!r}: no such file")
+        raise SettingsError(f"{name}={text!r}: no such file{expected}")
+    if suffixes and not path.name.endswith(suffixes):
+        raise SettingsError(f"{name}={text!r}: {path.name} is not a {' or '.join(suffixes)} file{expected}")
     return path

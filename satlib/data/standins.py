@@ -122,7 +122,7 @@ def _offset(rng: np.random.Generator, *, low: int, high: int, window: int, side:
 
 
 def make_standin(out: str | Path, layout: str = "cub", *, num_classes: int = 4, per_class: int = 10, seed: int = 0,
-                 sides: tuple[int, int] = (200, 400), variant: str = "shapes") -> Path:
+                 sides: tuple[int, int] = (200, 400), variant: str = "shapes", test_fraction: float = 0.2) -> Path:
     """Write a stand-in for the real `layout` dataset ("cub", "imagenet", "openimages") to `out`; returns `out`.
 
     `out` is then a `data.root` for that dataset (`build_dataset(layout, out, split)`): the official CUB
@@ -131,7 +131,7 @@ def make_standin(out: str | Path, layout: str = "cub", *, num_classes: int = 4, 
     or an earlier stand-in).
     """
     cfg = StandinConfig(layout=layout, num_classes=num_classes, per_class=per_class, seed=seed,
-                        sides=tuple(sides), variant=variant).check()
+                        sides=tuple(sides), variant=variant, test_fraction=test_fraction).check()
     writer = {"cub": _write_cub, "imagenet": _write_imagenet, "openimages": _write_openimages}[layout]
 
     def generate(root: Path) -> None:

@@ -16,9 +16,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def toc_files() -> list[str]:
-    """The toc's root and chapters, as paths without suffix ("book/index", "book/00_wsol", ...)."""
+    """The toc's root and chapters (those of every part, the appendix's included), as paths without suffix
+    ("book/index", "book/00_wsol", ...)."""
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    return [toc["root"], *(entry["file"] for entry in toc["chapters"])]
+    chapters = toc.get("chapters") or [entry for part in toc.get("parts", []) for entry in part["chapters"]]
+    return [toc["root"], *(entry["file"] for entry in chapters)]
 
 
 def chapter_notebooks() -> list[Path]:

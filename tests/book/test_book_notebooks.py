@@ -19,12 +19,13 @@ from book_helpers import ROOT, chapter_notebooks, figure_count, removed_outputs,
 CHAPTERS = ["book/00_wsol", "book/01_token_injection", "book/02_attention_querying", "book/03_constraints",
             "book/04_training", "book/05_measuring", "book/06_cub", "book/07_imagenet", "book/08_your_work",
             "book/09_gradcam"]
+APPENDIX = ["book/10_making_it_fast"]  # after the chapters, in a part of its own
 PLACEHOLDER = "This chapter is being written"
 MAX_FIGURE_BYTES = 450_000  # a figure of 24 photo panels with map overlays is ~400 KB as PNG
 MAX_FIGURE_WIDTH = 1200  # pixels: figures are drawn at dpi 80-100
 MACHINE_PATH = re.compile(r"(?<![\w.])/(?:tmp|work|root|home)/")
 SWITCHES = ("SATLIB_DEVICE", "SATLIB_CUB_ROOT", "SATLIB_IMAGENET_ROOT", "SATLIB_FULL_RUN", "SATLIB_OFFICIAL_CHECKPOINT",
-            "SATLIB_SMOKE", "SATLIB_CACHE")
+            "SATLIB_PRETRAINED", "SATLIB_SMOKE", "SATLIB_CACHE")
 OLD_FLAGS = re.compile(r"(?<!SATLIB_)\b(?:USE_GPU|DATA_ROOT|FULL_RUN|OFFICIAL_CHECKPOINT)\b")
 OWN_SWITCH = re.compile(r"(?:environ|getenv)\W+[^\n]*SATLIB_")
 CACHE_CHECK = re.compile(r"""\[["']config["']\]\s*==|\.get\(["']config["']\)|def finished\(""")
@@ -46,9 +47,10 @@ def code_cells(nb) -> list:
 def test_toc_lists_the_chapters_in_order():
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     assert toc["format"] == "jb-book"
-    assert toc_files() == ["book/index", *CHAPTERS]
+    assert toc_files() == ["book/index", *CHAPTERS, *APPENDIX]
+    assert toc["parts"][-1] == {"caption": "Appendix", "chapters": [{"file": name} for name in APPENDIX]}
     assert (ROOT / "book" / "index.md").is_file()
-    for name in CHAPTERS:
+    for name in CHAPTERS + APPENDIX:
         assert (ROOT / f"{name}.ipynb").is_file(), f"{name}.ipynb listed in _toc.yml but missing"
 
 
@@ -60,7 +62,7 @@ def test_config_never_executes_and_builds_only_the_toc():
 
 def test_landing_page_links_every_chapter():
     text = (ROOT / "book" / "index.md").read_text()
-    for name in CHAPTERS:
+    for name in CHAPTERS + APPENDIX:
         assert f"{{doc}}`{name.split('/')[-1]}`" in text, f"book/index.md does not link {name}"
     for switch in SWITCHES:
         assert switch in text, f"book/index.md does not explain {switch}"
@@ -162,7 +164,9 @@ def _run_notebooks_module():
 
 def test_run_notebooks_lists_the_toc_and_strips_volatile_metadata():
     run_notebooks = _run_notebooks_module()
-    assert [p.relative_to(ROOT).with_suffix("").as_posix() for p in run_notebooks.toc_notebooks()] == CHAPTERS
+    listed = [p.relative_to(ROOT).with_suffix("").as_posix() for p in run_notebooks.toc_notebooks()]
+    assert listed == CHAPTERS + APPENDIX
+    assert run_notebooks.toc_files({"chapters": [{"file": "a"}]}) == ["a"]  # a toc without parts
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1"), nbformat.v4.new_markdown_cell("text")])
     nb.metadata.update(widgets={"state": {}}, language_info={"name": "python", "version": "3.11.2"})
     nb.cells[0].metadata["execution"] = {"iopub.status.busy": "2025-01-01T00:00:00"}
@@ -184,7 +188,7 @@ def test_the_rehearsal_checks_the_real_data_branch_of_every_chapter(monkeypatch,
     rehearse = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "rehearse", rehearse)  # its dataclasses look their module up
     spec.loader.exec_module(rehearse)
-    chapters = [name.split("/")[-1] for name in CHAPTERS]
+    chapters = [name.split("/")[-1] for name in CHAPTERS + APPENDIX]
     assert {key.split("+")[0] for key in rehearse.BRANCH_MARKS} == set(chapters)
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(1)")])
     nb.cells[0].outputs = [nbformat.v4.new_output("stream", text="model: sat_tiny_convstem\n")]
@@ -195,3 +199,43 @@ def test_the_rehearsal_checks_the_real_data_branch_of_every_chapter(monkeypatch,
     nb.cells[0].outputs[0].text = "\n".join(["model: sat_deit_small_patch16_224", rehearse.NOTES, GPU_COST, ""])
     nbformat.write(nb, tmp_path / "00_wsol.ipynb")
     rehearse.check_marks(tmp_path / "00_wsol.ipynb", "00_wsol")
+    split = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(name, value)")])
+    split.cells[0].outputs = [nbformat.v4.new_output("stream", text="model: sat_deit_small_patch16_224"),
+                              nbformat.v4.new_output("stream", name="stderr", text="UserWarning: ...\n"),
+                              nbformat.v4.new_output("stream", text=" {'both constraints': (1.0, 1.0)}\n")]
+    assert "sat_deit_small_patch16_224 {'both" in rehearse.output_text(split)  # a print a warning cut in two
+    with pytest.raises(RuntimeError, match="pretrained backbone"):  # the small pass also checks it ran offline
+        rehearse.check_marks(tmp_path / "00_wsol.ipynb", "00_wsol", extra=(rehearse.OFFLINE,))
+
+
+def _rehearse_module(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "book"))
+    spec = importlib.util.spec_from_file_location("rehearse", ROOT / "book" / "rehearse.py")
+    rehearse = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "rehearse", rehearse)  # its dataclasses look their module up
+    spec.loader.exec_module(rehearse)
+    return rehearse
+
+
+def test_the_rehearsal_runs_the_cub_chapters_on_a_small_set_offline(monkeypatch, tmp_path):
+    """The small pass: 6 classes, 6 training and 3 test photos a class, SATLIB_PRETRAINED set and no ImageNet;
+    every chapter that reads SATLIB_CUB_ROOT takes part."""
+    rehearse = _rehearse_module(monkeypatch)
+    small = [p for p in rehearse.book_passes(tmp_path) if p.name == "small"][0]
+    reads_cub = [path.stem for path in chapter_notebooks()
+                 if any("settings.cub_root" in cell.source or "shared_recipe(" in cell.source
+                        for cell in code_cells(nbformat.read(path, as_version=4)))]
+    assert sorted(small.chapters) == sorted(reads_cub)
+    env = rehearse.pass_environment({"SATLIB_IMAGENET_ROOT": "ILSVRC", "SATLIB_SMOKE": "1"}, small.env)
+    assert "SATLIB_IMAGENET_ROOT" not in env and env["SATLIB_SMOKE"] == "1"
+    assert env["SATLIB_CUB_ROOT"] == str(tmp_path / "cub-small")
+    assert env["SATLIB_PRETRAINED"].endswith("deit_small_patch16_224-cd65a155.pth")
+
+    from satlib.data.cub import read_split_boxes
+    from satlib.data.dataset import build_dataset
+
+    root = rehearse.write_small_set(tmp_path / "cub-small")
+    train = build_dataset("cub", root, "train")
+    sizes, boxes = read_split_boxes(root)
+    assert (train.num_classes, len(train), len(boxes)) == (6, 36, 18)
+    assert len({(w, h) for w, h in sizes}) > 1 and any(w != h for w, h in sizes)  # photos of their own sizes

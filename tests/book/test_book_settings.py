@@ -14,7 +14,7 @@ from satlib.book.recipes import GPU_COST
 from satlib.config import load_config
 
 VARIABLES = ("SATLIB_DEVICE", "SATLIB_CUB_ROOT", "SATLIB_IMAGENET_ROOT", "SATLIB_FULL_RUN",
-             "SATLIB_OFFICIAL_CHECKPOINT", "SATLIB_SMOKE", "SATLIB_CACHE")
+             "SATLIB_OFFICIAL_CHECKPOINT", "SATLIB_PRETRAINED", "SATLIB_SMOKE", "SATLIB_CACHE")
 
 
 @pytest.fixture
@@ -79,6 +79,8 @@ def test_every_switch_is_read(environ, tmp_path, cub_folder):
     ("SATLIB_CUB_ROOT", "/no/such/folder", "SATLIB_CUB_ROOT='/no/such/folder': no such folder"),
     ("SATLIB_IMAGENET_ROOT", "/no/such/folder", "SATLIB_IMAGENET_ROOT='/no/such/folder': no such folder"),
     ("SATLIB_OFFICIAL_CHECKPOINT", "/no/such.pth.tar", "SATLIB_OFFICIAL_CHECKPOINT='/no/such.pth.tar': no such file"),
+    ("SATLIB_PRETRAINED", "/no/deit_small_patch16_224.pth",
+     "SATLIB_PRETRAINED='/no/deit_small_patch16_224.pth': no such file (expected the ImageNet DeiT-S weights"),
 ])
 def test_a_bad_value_names_its_variable(environ, name, value, message):
     environ(**{name: value})
@@ -168,3 +170,28 @@ def test_the_imagenet_recipe_is_the_official_step_split_as_its_four_gpus(environ
     assert notes.startswith("where this run differs from the official imagenet code:")
     assert "area constraint" not in notes  # 4 accumulated micro-batches of 128: the official 4 GPUs x 128
     assert notes.endswith(GPU_COST) and "measured on" not in notes  # no memory measured on a CPU
+
+
+def test_a_local_weights_file_replaces_the_download_in_the_paper_recipes(environ, tmp_path, cub_folder,
+                                                                        imagenet_folder):
+    weights = tmp_path / "deit_small_patch16_224-cd65a155.pth"
+    weights.write_bytes(b"")
+    environ(SATLIB_CUB_ROOT=cub_folder, SATLIB_IMAGENET_ROOT=imagenet_folder, SATLIB_PRETRAINED=weights)
+    settings = read_settings()
+    assert settings.pretrained == weights and "pretrained backbone deit_small_patch16_224" in settings.summary()
+    for config in (settings.cub_recipe(), settings.imagenet_recipe(), settings.shared_baseline("tscam")):
+        assert config.model.pretrained == str(weights)  # instead of "timm", which downloads
+    assert settings.cub_recipe("model.pretrained=").model.pretrained == ""  # a recipe that asks for none keeps none
+    assert settings.tiny_recipe().model.pretrained == ""  # the stand-in's tiny SAT trains from scratch
+    environ(SATLIB_SMOKE=1)  # a smoke run drops timm's download, not a local file
+    assert read_settings().cub_recipe().model.pretrained == str(weights)
+    environ(SATLIB_PRETRAINED="", SATLIB_SMOKE=0)
+    assert read_settings().cub_recipe().model.pretrained == "timm"
+
+
+def test_a_weights_file_of_another_kind_is_refused(environ, tmp_path):
+    notes = tmp_path / "deit_small_patch16_224.txt"
+    notes.write_text("not weights")
+    environ(SATLIB_PRETRAINED=notes)
+    with pytest.raises(SettingsError, match=r"SATLIB_PRETRAINED=.*deit_small_patch16_224\.txt is not a \.pth or "):
+        read_settings()
