@@ -15,6 +15,7 @@ from satlib.train import train
 from tiny_recipe import tiny_overrides
 
 
+@pytest.mark.trains
 def test_event_file_holds_the_scalars_and_the_map_grid(tiny_data, tmp_path):
     event_processing = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
