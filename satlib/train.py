@@ -106,6 +106,19 @@ def learning_rate(step: int, total_steps: int, config: Config) -> float:
     return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1.0 + math.cos(math.pi * min(i / n, 1.0)))
 
 
+def accumulation(micro: int, micro_batches: int, grad_accum: int) -> tuple[int, bool]:
+    """(the micro-batches in micro-batch `micro`'s optimizer step, whether the step is taken after it), for
+    micro-batch `micro` (0-based) of an epoch of `micro_batches`.
+
+    Steps gather `grad_accum` micro-batches; when the epoch's count is not a multiple of it, the trailing
+    ones form one last, smaller step whose losses are divided by their own count (timm's rule), so no
+    gradient is carried into the next epoch. 7 micro-batches at grad_accum 4: 4 + 3, two steps.
+    """
+    trailing = micro_batches % grad_accum
+    in_step = trailing if trailing and micro >= micro_batches - trailing else grad_accum
+    return in_step, (micro + 1) % grad_accum == 0 or micro + 1 == micro_batches
+
+
 def constraint_ramp(step: int, total_steps: int, config: Config) -> float:
     """Weight in [0, 1] on the area and normalization constraints at optimizer step `step`: a linear
     ramp over the first `train.constraint_warmup_epochs` (0 = the official constant weight 1)."""
@@ -226,10 +239,10 @@ def build_run(config: Config) -> Run:
         _log(ddp, f"model.num_classes={config.model.num_classes} -> {train_set.num_classes} (from the dataset)")
         config.model.num_classes = train_set.num_classes
     loader = train_loader(train_set, config, ddp)
-    steps_per_epoch = len(loader) // t.grad_accum
+    steps_per_epoch = math.ceil(len(loader) / t.grad_accum)  # a shorter last step takes the trailing micro-batches
     if steps_per_epoch == 0:
-        raise ValueError(f"{len(train_set)} training images give no full step of batch_size={t.batch_size} "
-                         f"x grad_accum={t.grad_accum}")
+        raise ValueError(f"{len(train_set)} training images give no full micro-batch of train.batch_size="
+                         f"{t.batch_size} over {ddp.world} process(es)")
     model = build_model(config).to(ddp.device)
     trainable, total = count_parameters(model)
     _log(ddp, f"{config.model.name}: {trainable:,} trainable parameters of {total:,}"
@@ -279,20 +292,20 @@ def run_epoch(run: Run, clock: Clock, progress: bool) -> Tensor:
     for micro, batch in enumerate(bar):
         if batch is None:  # every image of this batch was unreadable (data.skip_bad)
             continue
+        in_step, steps = accumulation(micro, len(run.loader), t.grad_accum)
         images = batch["images"].to(ddp.device, non_blocking=True)
         labels = batch["labels"].to(ddp.device, non_blocking=True)
-        accumulating = (micro + 1) % t.grad_accum != 0
-        with bf16_autocast(ddp.device, enabled=t.amp), _no_sync(run.model, ddp.enabled and accumulating):
+        with bf16_autocast(ddp.device, enabled=t.amp), _no_sync(run.model, ddp.enabled and not steps):
             out = run.step_model(images)
             loss, terms = run.loss_fn(out, labels,
                                       constraint_weight=constraint_ramp(run.step, run.total_steps, config))
-            (loss / t.grad_accum).backward()
+            (loss / in_step).backward()
         with torch.no_grad():  # running sums stay on the device: no host sync per step
             n = len(labels)
             correct = (out.logits.argmax(-1) == labels).sum()
             sums += torch.stack([loss.detach() * n, terms["cls"] * n, terms["area"] * n, terms["norm"] * n,
                                  correct.float(), torch.full((), float(n), device=ddp.device)])
-        if accumulating:
+        if not steps:
             continue
         lr = optimizer_step(run)
         if run.step % t.log_every == 0:  # the only host sync inside an epoch

@@ -8,7 +8,15 @@ from satlib.build import build_model
 from satlib.checkpoint import load_checkpoint
 from satlib.config import load_config
 from satlib.losses import SATLoss
-from satlib.train import TimeBudgetExceeded, TrainingDiverged, constraint_ramp, learning_rate, param_groups, train
+from satlib.train import (
+    TimeBudgetExceeded,
+    TrainingDiverged,
+    accumulation,
+    constraint_ramp,
+    learning_rate,
+    param_groups,
+    train,
+)
 
 
 def test_one_step_changes_weights_and_lowers_the_loss(tiny_config):
@@ -60,6 +68,35 @@ def test_constraint_ramp_is_linear_in_steps():
     assert constraint_ramp(20, total, config) == constraint_ramp(90, total, config) == 1.0
     official = load_config(overrides=["train.constraint_warmup_epochs=0"])
     assert constraint_ramp(0, total, official) == 1.0
+
+
+def test_trailing_micro_batches_form_one_last_smaller_step():
+    """Chapter 7's few-shot ImageNet (1 image a class, 4 x 128): 7 micro-batches an epoch are 4 + 3, two steps."""
+    assert [accumulation(m, 7, 4) for m in range(7)] == [(4, False)] * 3 + [(4, True)] + [(3, False)] * 2 + [(3, True)]
+    assert [accumulation(m, 8, 4) for m in range(8)] == ([(4, False)] * 3 + [(4, True)]) * 2
+    assert [accumulation(m, 3, 1) for m in range(3)] == [(1, True)] * 3
+
+
+def test_accumulated_steps_never_carry_gradients_into_the_next_epoch(tiny_config, monkeypatch):
+    """3 micro-batches an epoch at grad_accum 2: steps of 2 and 1, each loss divided by its own step's count."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    events = []
+    real_forward = SATLoss.forward
+
+    def recorded(self, out, labels, **kwargs):
+        total, terms = real_forward(self, out, labels, **kwargs)
+        total.register_hook(lambda grad: events.append(float(grad)))  # d(backpropagated loss) / d(loss)
+        return total, terms
+
+    monkeypatch.setattr(SATLoss, "forward", recorded)
+    handle = register_optimizer_step_post_hook(lambda *args: events.append("step"))
+    try:
+        record = train(tiny_config(**{"train.grad_accum": 2, "train.eval_every": 0}), progress=False)
+    finally:
+        handle.remove()
+    assert record["step"] == 4
+    assert events == [0.5, 0.5, "step", 1.0, "step"] * 2
 
 
 def test_train_writes_checkpoint_and_metrics(trained_run):
