@@ -22,12 +22,17 @@ from torch import nn
 
 @dataclass
 class Dist:
-    """Where this process sits: rank among world processes, and its device."""
+    """Where this process sits: rank among world processes, and its device.
+
+    `control` is the process group for the small decisions every rank must share (skip a micro-batch,
+    stop on time): gloo, on CPU tensors, so that taking one never waits for the GPU's queue.
+    """
 
     rank: int = 0
     world: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    control: object = None  # a torch.distributed process group; None alone
 
     @property
     def enabled(self) -> bool:
@@ -60,7 +65,18 @@ def setup_distributed(device_name: str = "auto") -> Dist:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Dist(rank, world, local_rank, device)
+    control = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+    return Dist(rank, world, local_rank, device, control)
+
+
+def any_rank(flag: bool, ddp: Dist) -> bool:
+    """Whether `flag` holds on any rank (every rank gets the same answer); `flag` alone without DDP.
+    A blocking all-reduce of one CPU number over `ddp.control`: no GPU synchronisation."""
+    if not ddp.enabled:
+        return flag
+    value = torch.tensor(float(flag))
+    dist.all_reduce(value, op=dist.ReduceOp.MAX, group=ddp.control)
+    return bool(value.item())
 
 
 # ----------------------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ from satlib.models import count_parameters
 from satlib.runtime import (
     Dist,
     allow_tf32,
+    any_rank,
     bf16_autocast,
     gather_rng_states,
     seed_everything,
@@ -283,30 +284,30 @@ SUMS = ("loss", "cls", "area", "norm", "correct", "images")  # what an epoch add
 
 
 def run_epoch(run: Run, clock: Clock, progress: bool) -> Tensor:
-    """One pass over the training loader, or up to the time cap; returns the `SUMS` (6,) on the device."""
+    """One pass over the training loader, or up to the time cap; returns the `SUMS` (6,) on the device.
+
+    A micro-batch whose every image was unreadable (data.skip_bad) is skipped; with several processes
+    every rank skips it together (one CPU all-reduce per micro-batch, only with data.skip_bad), so
+    their gradient all-reduces stay paired, and a step whose synchronising micro-batch was skipped
+    averages its gradients across ranks itself. A step with no readable image changes nothing but
+    still counts, so the schedules keep their place.
+    """
     config, t, ddp = run.config, run.config.train, run.ddp
     run.loader.sampler.set_epoch(run.epoch)
     run.model.train()
     sums = torch.zeros(len(SUMS), device=ddp.device)
     bar = _progress_bar(run, progress)
     for micro, batch in enumerate(bar):
-        if batch is None:  # every image of this batch was unreadable (data.skip_bad)
-            continue
         in_step, steps = accumulation(micro, len(run.loader), t.grad_accum)
-        images = batch["images"].to(ddp.device, non_blocking=True)
-        labels = batch["labels"].to(ddp.device, non_blocking=True)
-        with bf16_autocast(ddp.device, enabled=t.amp), _no_sync(run.model, ddp.enabled and not steps):
-            out = run.step_model(images)
-            loss, terms = run.loss_fn(out, labels,
-                                      constraint_weight=constraint_ramp(run.step, run.total_steps, config))
-            (loss / in_step).backward()
-        with torch.no_grad():  # running sums stay on the device: no host sync per step
-            n = len(labels)
-            correct = (out.logits.argmax(-1) == labels).sum()
-            sums += torch.stack([loss.detach() * n, terms["cls"] * n, terms["area"] * n, terms["norm"] * n,
-                                 correct.float(), torch.full((), float(n), device=ddp.device)])
+        skipped = batch is None  # every image of this micro-batch was unreadable (data.skip_bad)
+        if config.data.skip_bad and ddp.enabled:
+            skipped = any_rank(skipped, ddp)
+        if not skipped:
+            sums += micro_step(run, batch, in_step, sync=steps)
         if not steps:
             continue
+        if skipped and ddp.enabled:
+            average_gradients(run)  # the micro-batch that would have all-reduced them was skipped
         lr = optimizer_step(run)
         if run.step % t.log_every == 0:  # the only host sync inside an epoch
             _check_finite(sums[0], run)
@@ -322,6 +323,33 @@ def run_epoch(run: Run, clock: Clock, progress: bool) -> Tensor:
     _check_finite(sums[0], run)
     run.epoch += 1
     return sums
+
+
+def micro_step(run: Run, batch: dict, in_step: int, *, sync: bool) -> Tensor:
+    """Forward and backward of one micro-batch, its loss divided by the `in_step` micro-batches of its step
+    (gradients all-reduced across ranks when `sync`); returns its `SUMS` (6,) on the device."""
+    config, ddp = run.config, run.ddp
+    images = batch["images"].to(ddp.device, non_blocking=True)
+    labels = batch["labels"].to(ddp.device, non_blocking=True)
+    with bf16_autocast(ddp.device, enabled=config.train.amp), _no_sync(run.model, ddp.enabled and not sync):
+        out = run.step_model(images)
+        loss, terms = run.loss_fn(out, labels,
+                                  constraint_weight=constraint_ramp(run.step, run.total_steps, config))
+        (loss / in_step).backward()
+    with torch.no_grad():  # running sums stay on the device: no host sync per step
+        n = len(labels)
+        correct = (out.logits.argmax(-1) == labels).sum()
+        return torch.stack([loss.detach() * n, terms["cls"] * n, terms["area"] * n, terms["norm"] * n,
+                            correct.float(), torch.full((), float(n), device=ddp.device)])
+
+
+def average_gradients(run: Run) -> None:
+    """Each gradient averaged across ranks, as DDP's all-reduce does (the same parameters hold one on every
+    rank: the ranks ran the same micro-batches)."""
+    for param in run.model.parameters():
+        if param.grad is not None:
+            dist.all_reduce(param.grad)
+            param.grad.div_(run.ddp.world)
 
 
 def optimizer_step(run: Run) -> float:

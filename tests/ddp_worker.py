@@ -7,6 +7,8 @@ Scenarios:
     time_budget   rank 1's clock runs 10^6 s ahead from its third reading: both ranks must stop together
     empty_shard   evaluate a 1-image test set: rank 1's shard is empty
     nonfinite     rank 1's loss becomes NaN at its second optimizer step: both ranks must raise
+    empty_micro   (data.skip_bad, grad_accum 2) every image of rank 1's second micro-batch is unreadable: both
+                  ranks must finish with the same steps and the same weights after every step
 """
 
 from __future__ import annotations
@@ -64,6 +66,33 @@ def nan_loss_on_rank_one(rank: int) -> None:
     SATLoss.forward = poisoned
 
 
+def unreadable_second_micro_batch_on_rank_one(rank: int) -> None:
+    if rank != 1:
+        return
+    import satlib.data.loader as loader_module
+
+    real, calls = loader_module.collate, [0]
+
+    def collate(batch):
+        calls[0] += 1
+        return None if calls[0] == 2 else real(batch)  # what collate returns when every item was skipped
+
+    loader_module.collate = collate  # build_loader reads it when the run builds its loader
+
+
+def weights_after_every_step() -> list:
+    """An optimizer-step hook's record: the sum of every parameter after each step."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    sums: list = []
+
+    def record(optimizer, args, kwargs) -> None:
+        sums.append(sum(float(p.detach().double().sum()) for group in optimizer.param_groups for p in group["params"]))
+
+    register_optimizer_step_post_hook(record)
+    return sums
+
+
 def run(scenario: str, data_root: str, out: Path) -> dict:
     rank = dist.get_rank()
     if scenario == "time_budget":
@@ -88,6 +117,13 @@ def run(scenario: str, data_root: str, out: Path) -> dict:
         except TrainingDiverged as err:
             return {"diverged": str(err)}
         return {"diverged": None}
+    if scenario == "empty_micro":
+        unreadable_second_micro_batch_on_rank_one(rank)
+        sums = weights_after_every_step()
+        config = config_for(data_root, out / "run", **{"data.skip_bad": True, "train.grad_accum": 2,
+                                                       "train.epochs": 2, "train.eval_every": 0})
+        record = train(config, progress=False)
+        return {"step": record["step"], "weights": sums}
     raise ValueError(f"unknown scenario {scenario!r}")
 
 

@@ -105,3 +105,13 @@ def test_nonfinite_loss_on_one_rank_stops_every_rank(tiny_data, tmp_path):
     zero, one = _two_ranks("nonfinite", tiny_data, tmp_path / "out")
     assert zero.get("diverged") and one.get("diverged"), (zero, one)
     assert "epoch 1 (by step 2)" in zero["diverged"] and "epoch 1 (by step 2)" in one["diverged"]
+
+
+@pytest.mark.slow
+def test_an_unreadable_micro_batch_on_one_rank_is_skipped_by_every_rank(tiny_data, tmp_path):
+    """data.skip_bad: rank 1's second micro-batch has no readable image. Both ranks skip it together and average
+    the step's gradients themselves (that micro-batch would have all-reduced them): same steps, same weights."""
+    zero, one = _two_ranks("empty_micro", tiny_data, tmp_path / "out")
+    assert "error" not in zero and "error" not in one, (zero, one)
+    assert zero["step"] == one["step"] == 4  # 3 micro-batches an epoch at grad_accum 2: steps of 2 and 1
+    assert len(zero["weights"]) == 4 and zero["weights"] == pytest.approx(one["weights"], rel=1e-6)

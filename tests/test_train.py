@@ -238,3 +238,33 @@ def test_quiet_training_logs_nothing_and_trains_the_same(tiny_config, capsys):
     logged = capsys.readouterr()
     assert "epoch 1" not in logged.out + logged.err
     assert {k: v for k, v in quiet.items() if k != "time"} == {k: v for k, v in loud.items() if k != "time"}
+
+
+def test_a_step_whose_last_micro_batch_is_unreadable_is_still_taken(tiny_config, monkeypatch):
+    """data.skip_bad, one process: an all-unreadable micro-batch at a step's end skips only itself, the step's
+    earlier gradients are applied there (not carried into the next step)."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    import satlib.data.loader as loader_module
+
+    real, calls, events = loader_module.collate, [0], []
+
+    def collate(batch):
+        calls[0] += 1
+        return None if calls[0] == 2 else real(batch)
+
+    monkeypatch.setattr(loader_module, "collate", collate)
+    real_forward = SATLoss.forward
+
+    def recorded(self, out, labels, **kwargs):
+        events.append("loss")
+        return real_forward(self, out, labels, **kwargs)
+
+    monkeypatch.setattr(SATLoss, "forward", recorded)
+    handle = register_optimizer_step_post_hook(lambda *args: events.append("step"))
+    try:
+        record = train(tiny_config(**{"train.grad_accum": 2, "train.epochs": 1, "data.skip_bad": True}),
+                       progress=False)
+    finally:
+        handle.remove()
+    assert record["step"] == 2 and events == ["loss", "step", "loss", "step"]
