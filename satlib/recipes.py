@@ -45,8 +45,9 @@ IMPLEMENTATION_DIFFERENCES: dict[str, list[str]] = {
         "defaults and set cudnn.deterministic=True)",
         "images are decoded and resized as uint8 tensors by torchvision (antialiased bilinear), the official "
         "loaders resize PIL images: a pixel-level difference",
-        "the same seeds (6 + rank) but a different order of random draws (data order, flips, drop-path): "
-        "a different run of the same recipe, not a bit-identical one",
+        "the same seeds (6 + rank) but other random draws: the data order from (seed, epoch), each image's crop "
+        "and flip from (seed, epoch, image), drop-path from each rank's generator: a different run of the same "
+        "recipe, not a bit-identical one",
     ],
     "cub": [
         "satlib drops the last partial batch of each epoch (23 steps of 256 images); the official loader "

@@ -12,7 +12,12 @@ The CAM and TS-CAM baselines (`cam_*`, `tscam_*` models) train with cross-entrop
 trainable parameters (loc token, loc embedding, head) reach the optimizer; their count is printed.
 
 The schedules are measured in optimizer steps (`learning_rate`, `constraint_ramp`), never in seconds,
-so a seed fixes the run: same seed and thread count on one machine, same metrics. `train.time_budget`
+so a seed fixes the run: same seed and thread count on one machine, same metrics. The data order
+depends on (seed, epoch) and each image's crop and flip on (seed, epoch, image) alone
+(`satlib.data.SeededSampler`), whatever the rank, worker or process that loads it; everything else
+(drop-path) draws from each rank's generators, seeded seed + rank. `--resume` restores the weights,
+the optimizer and every rank's generators from the last epoch's checkpoint, so a resumed run
+continues as the uninterrupted one would have. `train.time_budget`
 is a safety cap only: when the wall clock reaches it the run finishes its optimizer step, evaluates,
 saves, warns (`TimeBudgetExceeded`) and records `stopped_early` in its metrics; such a result is not
 the recipe's reference one.

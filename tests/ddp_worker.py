@@ -7,12 +7,15 @@ Scenarios:
     time_budget   rank 1's clock runs 10^6 s ahead from its third reading: both ranks must stop together
     empty_shard   evaluate a 1-image test set: rank 1's shard is empty
     nonfinite     rank 1's loss becomes NaN at its second optimizer step: both ranks must raise
+    augment       each rank's first train batches (epochs 0 and 1, 1 worker) of a set of copies of one image,
+                  and those of a fresh loader set to epoch 1 (a resumed run): digests of the images
     empty_micro   (data.skip_bad, grad_accum 2) every image of rank 1's second micro-batch is unreadable: both
                   ranks must finish with the same steps and the same weights after every step
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
@@ -22,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from satlib.build import build_datasets, build_model, test_loader
+from satlib.build import build_datasets, build_model, test_loader, train_loader
 from satlib.config import load_config
 from satlib.evaluate import evaluate_model
 from satlib.losses import SATLoss
@@ -93,6 +96,16 @@ def weights_after_every_step() -> list:
     return sums
 
 
+def first_batches(loader, epochs: tuple[int, ...]) -> list[str]:
+    """A digest of the images of the first batch of each of `epochs`, in order."""
+    digests = []
+    for epoch in epochs:
+        loader.sampler.set_epoch(epoch)
+        images = next(iter(loader))["images"]
+        digests.append(hashlib.sha1(images.numpy().tobytes()).hexdigest())
+    return digests
+
+
 def run(scenario: str, data_root: str, out: Path) -> dict:
     rank = dist.get_rank()
     if scenario == "time_budget":
@@ -117,6 +130,14 @@ def run(scenario: str, data_root: str, out: Path) -> dict:
         except TrainingDiverged as err:
             return {"diverged": str(err)}
         return {"diverged": None}
+    if scenario == "augment":
+        config = config_for(data_root, out / "run", **{"data.hflip": True, "data.resize_size": 40, "data.workers": 1})
+        ddp = setup_distributed("cpu")
+        train_set, _ = build_datasets(config, test=False)
+        copies = train_set.select([0] * len(train_set))  # one image everywhere: only the augmentation differs
+        straight = first_batches(train_loader(copies, config, ddp), epochs=(0, 1))
+        resumed = first_batches(train_loader(copies, config, ddp), epochs=(1,))
+        return {"epoch0": straight[0], "epoch1": straight[1], "resumed1": resumed[0]}
     if scenario == "empty_micro":
         unreadable_second_micro_batch_on_rank_one(rank)
         sums = weights_after_every_step()

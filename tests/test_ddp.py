@@ -115,3 +115,15 @@ def test_an_unreadable_micro_batch_on_one_rank_is_skipped_by_every_rank(tiny_dat
     assert "error" not in zero and "error" not in one, (zero, one)
     assert zero["step"] == one["step"] == 4  # 3 micro-batches an epoch at grad_accum 2: steps of 2 and 1
     assert len(zero["weights"]) == 4 and zero["weights"] == pytest.approx(one["weights"], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_each_rank_draws_its_own_augmentation_and_a_resumed_epoch_draws_the_same(tiny_data, tmp_path):
+    """Every image is the same, so only the random crops and flips tell batches apart: the ranks' first
+    batches differ (their loader workers do not share one stream), epochs differ, and a fresh loader set
+    to epoch 1, as a resumed run builds it, gives what the uninterrupted loader gave in epoch 1."""
+    zero, one = _two_ranks("augment", tiny_data, tmp_path / "out")
+    assert "error" not in zero and "error" not in one, (zero, one)
+    assert zero["epoch0"] != one["epoch0"] and zero["epoch1"] != one["epoch1"]
+    assert zero["epoch0"] != zero["epoch1"]
+    assert zero["resumed1"] == zero["epoch1"] and one["resumed1"] == one["epoch1"]

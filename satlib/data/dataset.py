@@ -16,10 +16,11 @@ computed by the protocol's exact formula (`satlib.data.transforms`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -122,10 +123,14 @@ class WSOLDataset(Dataset):
         self.records = kept
 
     # -- loading -----------------------------------------------------------------------------
-    def __getitem__(self, index: int) -> dict | None:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict | None:
+        """Item `key`: an index, or (index, seed) from a `SeededSampler` (the random transforms draw from that
+        seed, not from the process's generator)."""
+        index, seed = key if isinstance(key, tuple) else (key, None)
         record = self.records[index]
         try:
             sample = self.load(record)
+            sample["seed"] = seed
             if self.deferred_decode:
                 return sample
             sample["image"] = decode_rgb(sample.pop("data"), record.path, record.source)
@@ -160,7 +165,8 @@ class WSOLDataset(Dataset):
                     raise DataError(f"{record.mask_paths[0] if key == 'mask' else record.ignore_path}: "
                                     f"{key} is {tuple(sample[key].shape)} but image {record.path} is {(h, w)}")
                 inputs[key] = tv_tensors.Mask(sample[key].to(image.device))
-        out = self.transform(inputs)
+        with augmentation_rng(sample.get("seed")):
+            out = self.transform(inputs)
         item = {"image": out["image"].as_subclass(torch.Tensor), "label": record.label,
                 "image_id": record.image_id}
         if self.train:
@@ -202,6 +208,18 @@ class WSOLDataset(Dataset):
                                 f"foreground of {record.image_id!r} is {tuple(fg.shape)}")
             ignore = ignore & ~fg
         return fg.to(torch.uint8), ignore.to(torch.uint8)
+
+
+@contextlib.contextmanager
+def augmentation_rng(seed: int | None) -> Iterator[None]:
+    """Inside the block torch's CPU generator (where the random transforms draw) is seeded `seed`; after it,
+    as it was. Nothing when `seed` is None."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
 
 
 def build_dataset(name: str, root: str | Path, split: str, *, img_size: int | None = None,

@@ -24,6 +24,7 @@ import os
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
@@ -80,10 +81,12 @@ def build_loader(dataset: WSOLDataset, batch_size: int, *, train: bool, workers:
                  rank: int | None = None) -> "DataLoader | DeviceLoader":
     """A DataLoader over `dataset`: shuffled (seeded) and drop_last when `train`, sequential otherwise.
 
-    `distributed` uses a DistributedSampler (call `loader.sampler.set_epoch(epoch)` every epoch);
-    `num_replicas`/`rank` give its shard without a process group (one process: 1 and 0), so the
-    order of an epoch depends on (seed, epoch) alone, which an exactly resumed run needs.
-    `decode_device` (e.g. "cuda") decodes JPEGs batched on that device (a `DeviceLoader`).
+    `distributed` uses a `SeededSampler` for training (call `loader.sampler.set_epoch(epoch)` every
+    epoch); `num_replicas`/`rank` give its shard without a process group (one process: 1 and 0), so
+    the order of an epoch and each image's random crop and flip depend on (seed, epoch) alone, which
+    an exactly resumed run needs. The loader's own generator (worker seeds, a plain shuffle) is seeded
+    seed + rank, as the official DDP script seeds each rank. `decode_device` (e.g. "cuda") decodes
+    JPEGs batched on that device (a `DeviceLoader`).
     """
     workers = default_workers() if workers is None else workers
     drop_last = train if drop_last is None else drop_last
@@ -91,11 +94,12 @@ def build_loader(dataset: WSOLDataset, batch_size: int, *, train: bool, workers:
     if on_device:
         dataset = copy.copy(dataset)
         dataset.deferred_decode = True
-    generator = torch.Generator().manual_seed(seed)
+    if rank is None and distributed:
+        rank = dist.get_rank()
+    generator = torch.Generator().manual_seed(seed + (rank or 0))
     sampler = None
     if distributed and train:
-        sampler = DistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed,
-                                     drop_last=drop_last)
+        sampler = SeededSampler(dataset, num_replicas=num_replicas, rank=rank, seed=seed, drop_last=drop_last)
     elif distributed:  # evaluation: every image exactly once over all ranks (no padding repeats)
         sampler = ShardSampler(len(dataset), num_replicas, rank)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
@@ -103,6 +107,29 @@ def build_loader(dataset: WSOLDataset, batch_size: int, *, train: bool, workers:
                         pin_memory=torch.cuda.is_available() and not on_device, drop_last=drop_last,
                         persistent_workers=workers > 0, generator=generator)
     return DeviceLoader(loader, dataset, decode_device) if on_device else loader
+
+
+class SeededSampler(DistributedSampler):
+    """A shuffled DistributedSampler whose every index comes with the seed of its augmentation: (index, seed).
+
+    The seed is drawn from (sampler seed, epoch, index) alone (`augmentation_seed`), so an image's random
+    crop and flip are the same whichever rank, worker or process loads it: no two ranks share a stream
+    of crops, and a resumed run draws what the uninterrupted one drew in that epoch.
+    """
+
+    def __init__(self, dataset, *, num_replicas: int | None = None, rank: int | None = None, seed: int = 0,
+                 drop_last: bool = False):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed,
+                         drop_last=drop_last)
+
+    def __iter__(self):
+        return ((index, augmentation_seed(self.seed, self.epoch, index)) for index in super().__iter__())
+
+
+def augmentation_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of image `index`'s random augmentation in `epoch` of a run seeded `seed` (a 63-bit int)."""
+    words = np.random.SeedSequence([seed, epoch, index]).generate_state(2)
+    return (int(words[0]) << 31) ^ int(words[1])
 
 
 class ShardSampler(Sampler):
