@@ -71,6 +71,7 @@ class TrainConfig:
     lr: float = 1e-4
     min_lr: float = 1e-6
     weight_decay: float = 0.05
+    decay_tokens: bool = False  # also decay pos_embed and the cls/loc tokens (the official runs do; timm/DeiT do not)
     warmup_epochs: float = 0.0
     schedule: Literal["cosine", "constant"] = "cosine"  # the official train.py never applies its cosine
     grad_accum: int = 1

@@ -37,15 +37,50 @@ def test_one_step_changes_weights_and_lowers_the_loss(tiny_config):
     assert second.item() < first.item()
 
 
-def test_param_groups_follow_the_official_no_decay_rule(tiny_config):
+def _group_names(model, groups) -> list[set[str]]:
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [{names[id(p)] for p in group["params"]} for group in groups]
+
+
+def test_param_groups_keep_tokens_out_of_decay_by_default(tiny_config):
     model = build_model(tiny_config(), num_classes=3)
     decay, no_decay = param_groups(model, 0.05)
-    names = {id(p): n for n, p in model.named_parameters()}
-    no_decay_names = {names[id(p)] for p in no_decay["params"]}
-    assert {"pos_embed", "cls_token", "loc_embed", "loc_token", "head.bias", "norm.weight"} <= no_decay_names
-    assert "head.weight" in {names[id(p)] for p in decay["params"]}
+    decayed, kept = _group_names(model, [decay, no_decay])
+    assert {"pos_embed", "cls_token", "loc_embed", "loc_token", "head.bias", "norm.weight"} <= kept
+    assert "head.weight" in decayed
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_decay_tokens_decays_what_the_official_wrapped_optimizer_decays(tiny_config):
+    """The official create_optimizerv2 gets the DataParallel/DDP wrapper: no `no_weight_decay` there, names with
+    `module.`, so only 1-D parameters and biases skip decay. The paper recipes do the same."""
+    model = build_model(tiny_config(), num_classes=3)
+    official = torch.nn.DataParallel(model)
+    assert not hasattr(official, "no_weight_decay")
+    expected = {n.removeprefix("module.") for n, p in official.named_parameters()
+                if p.ndim > 1 and not n.endswith(".bias")}  # the official get_parameter_groups, skip_list empty
+    decayed, kept = _group_names(model, param_groups(model, 0.05, decay_tokens=True))
+    assert decayed == expected and {"pos_embed", "cls_token", "loc_token", "loc_embed"} <= decayed
+    assert load_config("cub").train.decay_tokens and load_config("imagenet").train.decay_tokens
+    assert not load_config("synthetic_cpu").train.decay_tokens
+
+
+def test_train_builds_its_optimizer_with_the_config_switch(tiny_config, monkeypatch):
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    decayed = []
+    handle = register_optimizer_step_pre_hook(
+        lambda optimizer, *args: decayed.append(sum(p.numel() for p in optimizer.param_groups[0]["params"])))
+    try:
+        for decay_tokens in (False, True):
+            train(tiny_config(**{"train.decay_tokens": decay_tokens, "train.epochs": 1, "train.max_steps": 1}),
+                  progress=False)
+    finally:
+        handle.remove()
+    model = build_model(tiny_config(), num_classes=3)
+    tokens = sum(getattr(model, name).numel() for name in ("pos_embed", "cls_token", "loc_token", "loc_embed"))
+    assert decayed[1] - decayed[0] == tokens
 
 
 def test_cosine_schedule_matches_the_official_formula():
