@@ -84,6 +84,7 @@ class TrainConfig:
     compile: bool = False
     compile_backend: str = "inductor"  # torch.compile backend ("aot_eager" runs on a CPU without a compiler)
     seed: int = 6
+    deterministic: bool = False  # deterministic kernels only (torch, cuDNN, cuBLAS): on a GPU, same seed, same metrics
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     eval_every: int = 1  # epochs between evaluations; 0 = only after the last epoch
     eval_start: int = 0  # no evaluation before this epoch (1-based) but the last; official CUB: from 26

@@ -100,6 +100,27 @@ def allow_tf32(device: torch.device) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool = True) -> Iterator[None]:
+    """Inside the block (when `enabled`) torch runs only deterministic algorithms and raises on an op that
+    has none; cuDNN picks deterministic kernels (no benchmarking) and cuBLAS a fixed workspace
+    (CUBLAS_WORKSPACE_CONFIG=:4096:8 unless set: it must be in the environment before the process's first
+    cuBLAS call, so set it yourself when CUDA ran matmuls before). Every flag as it was after the block."""
+    if not enabled:
+        yield
+        return
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's global generators (every device)."""
     random.seed(seed)

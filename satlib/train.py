@@ -15,7 +15,13 @@ The CAM and TS-CAM baselines (`cam_*`, `tscam_*` models) train with cross-entrop
 trainable parameters (loc token, loc embedding, head) reach the optimizer; their count is printed.
 
 The schedules are measured in optimizer steps (`learning_rate`, `constraint_ramp`), never in seconds,
-so a seed fixes the run: same seed and thread count on one machine, same metrics. The data order
+so on a CPU a seed fixes the run: same seed and thread count on one machine, same metrics. On a GPU
+that holds only with `train.deterministic: true` (same GPU model, driver, torch, batch size and
+process count): it makes torch, cuDNN and cuBLAS use deterministic kernels (an op without one raises)
+at some cost in speed (the GPU suite's model section measures it). Without it the backward passes'
+atomic additions (attention, convolutions, scatters) and cuDNN's kernel choice change the last bits of
+the gradients from run to run, so two runs of one seed drift apart slowly and their metrics differ a
+little: the same recipe, not the same run. The data order
 depends on (seed, epoch) and each image's crop and flip on (seed, epoch, image) alone
 (`satlib.data.SeededSampler`), whatever the rank, worker or process that loads it; everything else
 (drop-path) draws from each rank's generators, seeded seed + rank. `--resume` restores the weights,
@@ -63,6 +69,7 @@ from satlib.runtime import (
     allow_tf32,
     any_rank,
     bf16_autocast,
+    deterministic_algorithms,
     gather_rng_states,
     seed_everything,
     set_rng_state,
@@ -214,7 +221,8 @@ def train(config: Config, *, resume: bool = False, progress: bool = True, quiet:
 
 def _train(config: Config, *, resume: bool, progress: bool, on_epoch: Callable[[dict], None] | None) -> dict:
     run = build_run(config)
-    with allow_tf32(run.ddp.device):  # TF32 for this run only: the flags are restored after it
+    # TF32 and (train.deterministic) deterministic kernels for this run only: the flags are restored after it
+    with allow_tf32(run.ddp.device), deterministic_algorithms(config.train.deterministic):
         if resume:
             resume_run(run)
         write_config(run)
