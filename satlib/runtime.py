@@ -33,6 +33,7 @@ class Dist:
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
     control: object = None  # a torch.distributed process group; None alone
+    owns_group: bool = False  # setup_distributed created the process group (and the run destroys it)
 
     @property
     def enabled(self) -> bool:
@@ -54,19 +55,39 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def setup_distributed(device_name: str = "auto") -> Dist:
-    """Join the process group torchrun describes (RANK/WORLD_SIZE/LOCAL_RANK), or run alone."""
+    """Join the process group torchrun describes (RANK/WORLD_SIZE, the GPU by `local_rank`), or run alone.
+
+    When this call creates the process group, `Dist.owns_group` is set and `teardown_distributed`
+    destroys it at the end of the run; a group created by the caller is left to the caller.
+    """
     if int(os.environ.get("RANK", -1)) == -1:
         return Dist(device=resolve_device(device_name))
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    local = local_rank(os.environ, torch.cuda.device_count())
     device = resolve_device(device_name)
     if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
+        device = torch.device("cuda", local)
         torch.cuda.set_device(device)
-    if not dist.is_initialized():
+    owns_group = not dist.is_initialized()
+    if owns_group:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     control = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
-    return Dist(rank, world, local_rank, device, control)
+    return Dist(rank, world, local, device, control, owns_group)
+
+
+def local_rank(environ, devices: int) -> int:
+    """This process's index on its machine (its GPU): LOCAL_RANK (torchrun), else SLURM_LOCALID (srun),
+    else RANK modulo the visible GPUs (a launcher that sets RANK alone, one process per GPU)."""
+    for name in ("LOCAL_RANK", "SLURM_LOCALID"):
+        if environ.get(name, "") != "":
+            return int(environ[name])
+    return int(environ["RANK"]) % max(devices, 1)
+
+
+def teardown_distributed(ddp: Dist) -> None:
+    """Destroy the process group when `setup_distributed` created it (every rank calls this)."""
+    if ddp.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def any_rank(flag: bool, ddp: Dist) -> bool:

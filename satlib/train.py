@@ -74,6 +74,7 @@ from satlib.runtime import (
     seed_everything,
     set_rng_state,
     setup_distributed,
+    teardown_distributed,
     unwrap_model,
 )
 
@@ -221,6 +222,14 @@ def train(config: Config, *, resume: bool = False, progress: bool = True, quiet:
 
 def _train(config: Config, *, resume: bool, progress: bool, on_epoch: Callable[[dict], None] | None) -> dict:
     run = build_run(config)
+    try:
+        return _train_run(run, config, resume=resume, progress=progress, on_epoch=on_epoch)
+    finally:
+        teardown_distributed(run.ddp)  # the process group this run created, if it did
+
+
+def _train_run(run: Run, config: Config, *, resume: bool, progress: bool,
+               on_epoch: Callable[[dict], None] | None) -> dict:
     # TF32 and (train.deterministic) deterministic kernels for this run only: the flags are restored after it
     with allow_tf32(run.ddp.device), deterministic_algorithms(config.train.deterministic):
         if resume:

@@ -9,6 +9,8 @@ Scenarios:
     nonfinite     rank 1's loss becomes NaN at its second optimizer step: both ranks must raise
     augment       each rank's first train batches (epochs 0 and 1, 1 worker) of a set of copies of one image,
                   and those of a fresh loader set to epoch 1 (a resumed run): digests of the images
+    cli           `satlib train` as torchrun runs it (the run creates the process group): what each rank printed,
+                  and whether a process group is left after it
     empty_micro   (data.skip_bad, grad_accum 2) every image of rank 1's second micro-batch is unreadable: both
                   ranks must finish with the same steps and the same weights after every step
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import time
 from datetime import timedelta
@@ -106,7 +109,29 @@ def first_batches(loader, epochs: tuple[int, ...]) -> list[str]:
     return digests
 
 
+def cli_run(data_root: str, out: Path) -> dict:
+    """`satlib train` on this rank, its standard output captured."""
+    import contextlib
+    import io
+
+    from satlib.cli import main as cli_main
+
+    from tiny_recipe import tiny_overrides
+
+    printed = io.StringIO()
+    overrides = tiny_overrides(data_root, out / "run", **{"model.name": "sat_deit_tiny_patch16_224",
+                                                          "model.kwargs": DDP_MODEL, "train.epochs": 1})
+    with contextlib.redirect_stdout(printed):
+        code = cli_main(["train", "--config", "synthetic_cpu", "--quiet", "--device", "cpu", *overrides])
+    return {"code": code, "printed": printed.getvalue(), "group_left": dist.is_initialized()}
+
+
+OWN_GROUP = ("cli",)  # scenarios whose process group the code under test creates
+
+
 def run(scenario: str, data_root: str, out: Path) -> dict:
+    if scenario == "cli":
+        return cli_run(data_root, out)
     rank = dist.get_rank()
     if scenario == "time_budget":
         clock_ahead_on_rank_one(rank)
@@ -150,8 +175,9 @@ def run(scenario: str, data_root: str, out: Path) -> dict:
 
 def main() -> None:
     scenario, data_root, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-    dist.init_process_group("gloo", timeout=timedelta(seconds=60))  # a rank left alone fails in a minute
-    rank = dist.get_rank()
+    if scenario not in OWN_GROUP:
+        dist.init_process_group("gloo", timeout=timedelta(seconds=60))  # a rank left alone fails in a minute
+    rank = int(os.environ["RANK"])
     try:
         result = run(scenario, data_root, out)
     except Exception as err:  # noqa: BLE001 - the test reads what each rank raised

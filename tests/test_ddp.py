@@ -127,3 +127,16 @@ def test_each_rank_draws_its_own_augmentation_and_a_resumed_epoch_draws_the_same
     assert zero["epoch0"] != one["epoch0"] and zero["epoch1"] != one["epoch1"]
     assert zero["epoch0"] != zero["epoch1"]
     assert zero["resumed1"] == zero["epoch1"] and one["resumed1"] == one["epoch1"]
+
+
+@pytest.mark.slow
+def test_torchrun_cli_prints_once_and_leaves_no_process_group(tiny_data, tmp_path):
+    """`torchrun ... -m satlib train`: rank 0 alone prints the summary, and the run destroys the process
+    group it created (both ranks)."""
+    zero, one = _two_ranks("cli", tiny_data, tmp_path / "out")
+    assert "error" not in zero and "error" not in one, (zero, one)
+    assert zero["code"] == one["code"] == 0
+    printed = zero["printed"]
+    assert json.loads(printed[printed.index("{\n"):])["epoch"] == 1  # the summary follows the log lines
+    assert one["printed"] == ""
+    assert zero["group_left"] is False and one["group_left"] is False
