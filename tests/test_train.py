@@ -303,3 +303,27 @@ def test_a_step_whose_last_micro_batch_is_unreadable_is_still_taken(tiny_config,
     finally:
         handle.remove()
     assert record["step"] == 2 and events == ["loss", "step", "loss", "step"]
+
+
+def test_clip_grad_bounds_the_norm_of_every_step(tiny_config):
+    """train.clip_grad > 0: each optimizer step sees gradients of total norm at most clip_grad (far below what
+    the tiny recipe's unclipped gradients reach)."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    norms = []
+
+    def record(optimizer, args, kwargs):
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+
+    handle = register_optimizer_step_pre_hook(record)
+    try:
+        train(tiny_config(**{"train.clip_grad": 0.01, "train.epochs": 1, "train.eval_every": 0}), progress=False)
+        clipped = list(norms)
+        norms.clear()
+        train(tiny_config(**{"train.clip_grad": 0.0, "train.epochs": 1, "train.eval_every": 0}), progress=False)
+    finally:
+        handle.remove()
+    assert len(clipped) == len(norms) == 3
+    assert all(0 < norm <= 0.01 * (1 + 1e-5) for norm in clipped), clipped
+    assert all(norm > 0.1 for norm in norms), norms  # what clipping cut down
