@@ -190,21 +190,41 @@ class Clock:
 
     def __init__(self, budget: float, ddp: Dist, elapsed: float = 0.0) -> None:
         self.budget, self.ddp, self.start = budget, ddp, time.perf_counter() - elapsed
+        self._posted: tuple | None = None  # the last reading sent to the other ranks: (pending all-reduce, flag)
 
     def seconds(self) -> float:
         return time.perf_counter() - self.start
 
     def out_of_time(self) -> bool:
-        """Whether the budget is spent; with several processes, on any rank (one small all-reduce, so that
-        all stop at the same step)."""
+        """Whether to stop after this optimizer step. Alone: whether the budget is spent. With several
+        processes: whether any rank had spent it at the previous check. Each check posts this rank's reading
+        as a non-blocking all-reduce over the CPU control group and acts on the one posted before, so every
+        rank stops after the same step and no step waits for the GPU or for the other ranks (a run of
+        several processes stops one step after the budget is spent)."""
         if self.budget <= 0:
             return False
         spent = self.seconds() >= self.budget
-        if self.ddp.enabled:
-            flag = torch.tensor(float(spent), device=self.ddp.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            spent = bool(flag.item())
-        return spent
+        if not self.ddp.enabled:
+            return spent
+        decided = self.collect()
+        flag = torch.tensor(float(spent))
+        work = dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.ddp.control, async_op=True)
+        self._posted = (work, flag)
+        return decided
+
+    def spent_everywhere(self) -> bool:
+        """Whether the budget is spent on any rank, now (a blocking all-reduce: the start of a resumed run)."""
+        return self.budget > 0 and any_rank(self.seconds() >= self.budget, self.ddp)
+
+    def collect(self) -> bool:
+        """The last posted reading (whether any rank had spent the budget); False when none is pending. Every
+        rank calls it once at the end of a run, as each posted the same readings."""
+        if self._posted is None:
+            return False
+        work, flag = self._posted
+        self._posted = None
+        work.wait()
+        return bool(flag.item())
 
 
 def train(config: Config, *, resume: bool = False, progress: bool = True, quiet: bool = False,
@@ -237,7 +257,7 @@ def _train_run(run: Run, config: Config, *, resume: bool, progress: bool,
         write_config(run)
         clock = Clock(config.train.time_budget, run.ddp, run.elapsed)
         record: dict = run.history[-1] if run.history else {}
-        stopped = resume and clock.out_of_time()  # a resumed run whose budget earlier sessions spent
+        stopped = resume and clock.spent_everywhere()  # a resumed run whose budget earlier sessions spent
         while run.epoch < config.train.epochs and not stopped:
             sums = run_epoch(run, clock, progress)
             record = epoch_record(run, sums, clock)
@@ -252,6 +272,7 @@ def _train_run(run: Run, config: Config, *, resume: bool, progress: bool,
                 warnings.warn(record["stop_reason"], TimeBudgetExceeded, stacklevel=2)
             if on_epoch is not None:
                 on_epoch(record)
+        clock.collect()  # the reading still in flight, on every rank
         if run.ddp.enabled:
             dist.barrier()
         return record

@@ -77,13 +77,26 @@ def unreadable_second_micro_batch_on_rank_one(rank: int) -> None:
         return
     import satlib.data.loader as loader_module
 
-    real, calls = loader_module.collate, [0]
+    real, calls = loader_module.FinishBatches.__call__, [0]
 
-    def collate(batch):
+    def finish(self, samples):
         calls[0] += 1
-        return None if calls[0] == 2 else real(batch)  # what collate returns when every item was skipped
+        return None if calls[0] == 2 else real(self, samples)  # what it returns when every sample was skipped
 
-    loader_module.collate = collate  # build_loader reads it when the run builds its loader
+    loader_module.FinishBatches.__call__ = finish  # the train loader's collate_fn
+
+
+def losses_per_rank() -> list:
+    """Every micro-batch this rank computes a loss for (SATLoss calls), as a growing list."""
+    seen: list = []
+    real = SATLoss.forward
+
+    def counted(self, out, labels, **kwargs):
+        seen.append(len(labels))
+        return real(self, out, labels, **kwargs)
+
+    SATLoss.forward = counted
+    return seen
 
 
 def weights_after_every_step() -> list:
@@ -168,8 +181,9 @@ def run(scenario: str, data_root: str, out: Path) -> dict:
         sums = weights_after_every_step()
         config = config_for(data_root, out / "run", **{"data.skip_bad": True, "train.grad_accum": 2,
                                                        "train.epochs": 2, "train.eval_every": 0})
+        losses = losses_per_rank()
         record = train(config, progress=False)
-        return {"step": record["step"], "weights": sums}
+        return {"step": record["step"], "weights": sums, "skipped": 2 * 3 - len(losses)}
     raise ValueError(f"unknown scenario {scenario!r}")
 
 

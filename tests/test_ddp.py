@@ -71,11 +71,12 @@ def _two_ranks(scenario: str, data, out: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_time_budget_stops_every_rank_after_the_same_step(tiny_data, tmp_path):
-    """Rank 1's clock runs far ahead: the ranks still leave together (one shared decision per step)."""
+    """Rank 1's clock runs far ahead from step 2: the ranks still leave together, after step 3 (each step acts on
+    the readings every rank posted at the step before, without waiting for them)."""
     zero, one = _two_ranks("time_budget", tiny_data, tmp_path / "out")
     assert "error" not in zero and "error" not in one, (zero, one)
-    assert zero == one == {"step": 2, "epoch": 1, "stopped_early": True}  # 3 steps an epoch, 3 epochs asked
-    assert load_checkpoint(tmp_path / "out" / "run" / "checkpoint.pt")["step"] == 2
+    assert zero == one == {"step": 3, "epoch": 1, "stopped_early": True}  # 3 steps an epoch, 3 epochs asked
+    assert load_checkpoint(tmp_path / "out" / "run" / "checkpoint.pt")["step"] == 3
 
 
 @pytest.mark.slow
@@ -114,6 +115,7 @@ def test_an_unreadable_micro_batch_on_one_rank_is_skipped_by_every_rank(tiny_dat
     zero, one = _two_ranks("empty_micro", tiny_data, tmp_path / "out")
     assert "error" not in zero and "error" not in one, (zero, one)
     assert zero["step"] == one["step"] == 4  # 3 micro-batches an epoch at grad_accum 2: steps of 2 and 1
+    assert zero["skipped"] == one["skipped"] == 1  # rank 1's unreadable micro-batch, skipped by both
     assert len(zero["weights"]) == 4 and zero["weights"] == pytest.approx(one["weights"], rel=1e-6)
 
 
