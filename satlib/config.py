@@ -107,6 +107,7 @@ class EvalConfig:
     tencrop: bool = False
     batch_size: int = 128
     max_batches: int = 0  # batches of one evaluation (per process); 0 = all (SATLIB_SMOKE: 2)
+    backend: Literal["auto", "propagate", "union_find", "host"] = "auto"  # components: satlib.evaluation.components
 
 
 @dataclass
