@@ -5,7 +5,8 @@
 
 numba caches its kernels on disk (`cache=True`; NUMBA_CACHE_DIR, default beside the sources), and
 inductor its graphs and Triton kernels (TORCHINDUCTOR_CACHE_DIR, default under /tmp): a later process
-that compiles the same thing loads it instead. A cold numba compile of the trees takes about a minute
+on the same machine that compiles the same thing loads it instead (numba's entries are keyed by the
+CPU and filed by the sources' folder, so a cache made on another machine is not used). A cold numba compile of the trees takes about a minute
 on an idle core (several on a busy 2-core machine), the compiled DeiT-S step one or two; the suite
 starts the numba warm-up when it starts, and bench/gpu_check.sh runs both while `pytest -m gpu` runs.
 """
