@@ -2,7 +2,8 @@
 threads.
 
 Training, evaluation, prediction, the demo and the book all need these; none of them belongs to the
-training loop. DDP as in nanoGPT: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK, rank 0 is the master.
+training loop. DDP as in nanoGPT: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK (srun: SLURM_LOCALID), rank
+0 is the master; small decisions every rank must share go over a gloo group of CPU tensors.
 How much work a run may do (the smoke switch) is config: `satlib.config.apply_smoke`.
 """
 

@@ -17,24 +17,29 @@ trainable parameters (loc token, loc embedding, head) reach the optimizer; their
 The schedules are measured in optimizer steps (`learning_rate`, `constraint_ramp`), never in seconds,
 so on a CPU a seed fixes the run: same seed and thread count on one machine, same metrics. On a GPU
 that holds only with `train.deterministic: true` (same GPU model, driver, torch, batch size and
-process count): it makes torch, cuDNN and cuBLAS use deterministic kernels (an op without one raises)
-at some cost in speed (the GPU suite's model section measures it). Without it the backward passes'
-atomic additions (attention, convolutions, scatters) and cuDNN's kernel choice change the last bits of
-the gradients from run to run, so two runs of one seed drift apart slowly and their metrics differ a
-little: the same recipe, not the same run. The data order
-depends on (seed, epoch) and each image's crop and flip on (seed, epoch, image) alone
-(`satlib.data.SeededSampler`), whatever the rank, worker or process that loads it; everything else
-(drop-path) draws from each rank's generators, seeded seed + rank. `--resume` restores the weights,
-the optimizer and every rank's generators from the last epoch's checkpoint, so a resumed run
-continues as the uninterrupted one would have. `train.time_budget`
-is a safety cap only: when the wall clock reaches it the run finishes its optimizer step, evaluates,
-saves, warns (`TimeBudgetExceeded`) and records `stopped_early` in its metrics; such a result is not
-the recipe's reference one.
+process count): torch, cuDNN and cuBLAS then use deterministic kernels (an op without one raises), at
+some cost in speed (the GPU suite's model section measures it). Without it the backward passes'
+atomic additions (attention, convolutions, scatters) and cuDNN's kernel choice change the last bits
+of the gradients from run to run, so two runs of one seed drift apart and their metrics differ a
+little: the same recipe, not the same run.
+
+The data order depends on (seed, epoch) and each image's crop and flip on (seed, epoch, image) alone
+(`satlib.data.SeededSampler`), whatever rank, worker or process loads it; everything else (drop-path)
+draws from each rank's generators, seeded seed + rank. `--resume` restores the weights, the optimizer
+and every rank's generators from the last epoch's checkpoint, so a resumed run continues as the
+uninterrupted one would have. With `train.grad_accum` a step gathers that many micro-batches; an
+epoch's trailing ones form one last, smaller step (`accumulation`).
+
+`train.time_budget` is a safety cap only: when the wall clock reaches it the run finishes its
+optimizer step, evaluates, saves, warns (`TimeBudgetExceeded`) and records `stopped_early` in its
+metrics; such a result is not the recipe's reference one.
 
 Multi-GPU: launch with `torchrun --nproc_per_node N -m satlib train ...`. Each rank sees
 batch_size / N images per step (as the official DDP script), rank 0 logs and saves, training and
 evaluation metrics are summed across ranks. As in the official code the area constraint is computed
-on each rank's share of the batch.
+on each rank's share of the batch. A process's GPU is LOCAL_RANK (torchrun), else SLURM_LOCALID
+(srun), else RANK modulo the GPUs (`satlib.runtime.local_rank`); a run destroys the process group it
+created when it ends.
 
 Outputs in `train.out`: checkpoint.pt (written atomically at the end of every epoch), best.pt (the
 evaluated epoch with the highest GT-known + Top-1 Loc, as the official "best_loc"), metrics.json
