@@ -21,6 +21,12 @@ repository root:
 
     python bench/bench_eval.py --threads 1,2                                  # both sets
     python bench/bench_eval.py --images 512 --loop-images 8 --no-memory      # quick
+    python bench/bench_eval.py --images 1000 --threads 1,2 --against 1029259 --rounds 3
+
+`--against REV` times satlib at git REV and this checkout side by side instead: each round runs this
+script once on each (fresh processes, the default environment, in turns), and the best of the rounds
+is printed for both, with CPU seconds (threads that spin burn CPU without progress) and the 2-thread
+speed-up over 1 thread.
 """
 
 from __future__ import annotations
@@ -283,6 +289,59 @@ def print_protocol(protocol: str, row: dict, sizes: list[int], paths: list[Path]
               f"{whole} MB for {max(sizes):,}")
 
 
+def compare_versions(args) -> None:
+    """`--against REV`: this script on satlib at REV and on this checkout, one process each per round, in turns."""
+    import tempfile
+    from pathlib import Path as FilePath
+
+    root = FilePath(__file__).resolve().parent.parent
+    passed = ["--images", args.images, "--threads", args.threads, "--protocols", args.protocols, "--thresholds",
+              str(args.thresholds), "--loop-images", str(args.loop_images), "--batch", str(args.batch),
+              "--repeats", "1", "--no-memory"]
+    with tempfile.TemporaryDirectory() as tmp:
+        old = FilePath(tmp) / "old"
+        old.mkdir()
+        archive = subprocess.run(["git", "archive", args.against, "satlib"], cwd=root, check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+        trees = {f"old ({args.against})": str(old), "new (this checkout)": str(root)}
+        best: dict = {}
+        for _ in range(args.rounds):
+            for name, tree in trees.items():
+                env = {**os.environ, "PYTHONPATH": tree}
+                result = subprocess.run([sys.executable, __file__, *passed], env=env, check=True,
+                                        capture_output=True, text=True)
+                keep_best(best.setdefault(name, {}), json.loads(result.stdout.strip().splitlines()[-1]))
+    print(f"{args.images} maps, {args.thresholds} thresholds, best of {args.rounds} rounds in turns; "
+          f"default environment (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}); "
+          f"load average {load_average():.2f}")
+    for protocol in args.protocols.split(","):
+        for name, report in best.items():
+            row = report[protocol][int(args.images.split(",")[0])]["cpu"]
+            one, two = row["1"], row.get("2")
+            text = f"[{protocol}] {name}: 1 thread {one['s']:.2f} s ({one['cpu_s']:.2f} CPU s)"
+            if two:
+                text += (f", 2 threads {two['s']:.2f} s ({two['cpu_s']:.2f} CPU s): {one['s'] / two['s']:.2f}x "
+                         f"over 1 thread; loop {report[protocol].get('loop_s_per_map', 0) * 1e3:.2f} ms/map")
+            print(text)
+    print(json.dumps(best))
+
+
+def keep_best(best: dict, report: dict) -> None:
+    """Fold one bench_eval report into `best`: per protocol, set size and thread count, the lowest seconds."""
+    for protocol, row in report.items():
+        if not isinstance(row, dict):
+            continue
+        for size, entry in row.items():
+            if not size.isdigit():
+                continue
+            kept = best.setdefault(protocol, {"loop_s_per_map": row.get("loop_s_per_map", 0.0)})
+            for threads, x in entry["cpu"].items():
+                old = kept.setdefault(int(size), {}).setdefault("cpu", {}).setdefault(threads, dict(x))
+                old["s"], old["cpu_s"] = min(old["s"], x["s"]), min(old["cpu_s"], x["cpu_s"])
+            kept["loop_s_per_map"] = min(kept["loop_s_per_map"] or float("inf"), row.get("loop_s_per_map", 0.0))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", default=",".join(map(str, SETS)), help="comma-separated set sizes")
@@ -297,7 +356,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the best of each is kept")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--probe", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--against", help="a git commit: time its satlib and this checkout side by side")
+    parser.add_argument("--rounds", type=int, default=3, help="with --against: turns of old and new")
     args = parser.parse_args()
+    if args.against:
+        compare_versions(args)
+        return
     threads = [int(n) for n in args.threads.split(",")]
     torch.set_num_threads(threads[0])
     THRESHOLDS[:] = [i / args.thresholds for i in range(args.thresholds)]

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 import satlib
 from satlib.models import VARIANTS, ConvStem
+from satlib.runtime import deterministic_algorithms
 
 from _common import fmt, write_json
 
@@ -48,6 +49,8 @@ class Config:
     attn_impl: str = "sdpa"
     dtype: str = "fp32"
     compile: bool = False
+    optimizer: bool = False  # an AdamW step after the backward (a training step as train() takes it)
+    deterministic: bool = False  # under satlib.runtime.deterministic_algorithms (train.deterministic)
 
 
 def build(args: argparse.Namespace, config: Config) -> torch.nn.Module:
@@ -83,15 +86,20 @@ class Runner:
         dtype = DTYPES[config.dtype]
         self.autocast = (torch.autocast(self.device.type, dtype=dtype) if dtype != torch.float32
                          else nullcontext())
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4) if config.optimizer else None
 
     def step(self) -> None:
-        with self.autocast:
-            out = self.forward(self.images)
-            if self.config.kind == "sat":
-                loss = self.sat_loss(out, self.labels)[0]
-            else:
-                loss = F.cross_entropy(out.float(), self.labels)
-        loss.backward()
+        """Forward and backward (and with `optimizer`, AdamW's step), gradients cleared after."""
+        with deterministic_algorithms(self.config.deterministic):
+            with self.autocast:
+                out = self.forward(self.images)
+                if self.config.kind == "sat":
+                    loss = self.sat_loss(out, self.labels)[0]
+                else:
+                    loss = F.cross_entropy(out.float(), self.labels)
+            loss.backward()
+            if self.optimizer is not None:
+                self.optimizer.step()
         self.model.zero_grad(set_to_none=True)
 
     def sync(self) -> None:

@@ -46,14 +46,16 @@ def evaluate_checkpoint(checkpoint: str | Path | LoadedModel, *, data_root: str 
     """Localization metrics of a checkpoint (a file, or a `satlib.load`ed model) on the test split of `data_root`.
 
     Model, input size, protocol and thresholds come from the checkpoint's stored config unless given.
-    An official checkpoint (`official=True`) is evaluated as the official evaluator does: 224 crops of
-    256-resized images, the SAT protocol and thresholds, ten-crop classification. Under SATLIB_SMOKE
+    An official checkpoint (`official=True`) is evaluated as the official evaluator does: in fp32 (no
+    autocast, whatever train.amp says), 224 crops of 256-resized images, the SAT protocol and
+    thresholds, ten-crop classification. Under SATLIB_SMOKE
     only the first batches are scored (`satlib.config.apply_smoke`).
     """
     loaded, config, device_ = _load_for_test(checkpoint, data_root=data_root, dataset=dataset,
                                              official=official, device=device)
     if official:
         config.eval.tencrop = True
+        config.train.amp = False  # evaluator.py runs fp32
     if protocol:
         config.eval.protocol = protocol
     if tencrop is not None:

@@ -69,10 +69,10 @@ def build_loss(config: Config, method: str) -> nn.Module:
 
 
 def build_evaluator(config: Config) -> LocalizationEvaluator:
-    """An empty evaluator for the config's protocol, thresholds, IoU thresholds and input size."""
+    """An empty evaluator for the config's protocol, thresholds, IoU thresholds, input size and backend."""
     e = config.eval
     return LocalizationEvaluator(thresholds=e.thresholds or None, iou_thresholds=tuple(e.iou_thresholds),
-                                 image_size=config.data.img_size, protocol=e.protocol)
+                                 image_size=config.data.img_size, protocol=e.protocol, backend=e.backend)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -78,7 +78,8 @@ def _train_config(args: argparse.Namespace, extra: list[str]):
 def _train(args: argparse.Namespace, extra: list[str]) -> int:
     config = _train_config(args, extra)
     record = train(config, resume=args.resume, progress=not args.quiet)
-    print(json.dumps({k: v for k, v in record.items() if isinstance(v, (int, float))}, indent=2))
+    if int(os.environ.get("RANK", 0)) == 0:  # under torchrun, one summary (every rank returns the same record)
+        print(json.dumps({k: v for k, v in record.items() if isinstance(v, (int, float))}, indent=2))
     return 0
 
 

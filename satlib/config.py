@@ -71,6 +71,7 @@ class TrainConfig:
     lr: float = 1e-4
     min_lr: float = 1e-6
     weight_decay: float = 0.05
+    decay_tokens: bool = False  # also decay pos_embed and the cls/loc tokens (the official runs do; timm/DeiT do not)
     warmup_epochs: float = 0.0
     schedule: Literal["cosine", "constant"] = "cosine"  # the official train.py never applies its cosine
     grad_accum: int = 1
@@ -83,6 +84,7 @@ class TrainConfig:
     compile: bool = False
     compile_backend: str = "inductor"  # torch.compile backend ("aot_eager" runs on a CPU without a compiler)
     seed: int = 6
+    deterministic: bool = False  # deterministic kernels only (torch, cuDNN, cuBLAS): on a GPU, same seed, same metrics
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     eval_every: int = 1  # epochs between evaluations; 0 = only after the last epoch
     eval_start: int = 0  # no evaluation before this epoch (1-based) but the last; official CUB: from 26
@@ -106,6 +108,7 @@ class EvalConfig:
     tencrop: bool = False
     batch_size: int = 128
     max_batches: int = 0  # batches of one evaluation (per process); 0 = all (SATLIB_SMOKE: 2)
+    backend: Literal["auto", "propagate", "union_find", "host"] = "auto"  # components: satlib.evaluation.components
 
 
 @dataclass

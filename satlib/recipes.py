@@ -17,12 +17,14 @@ from satlib.config import Config
 # Official values by config key. CUB: train.py (30 epochs, evaluated from epoch 26 with thresholds
 # 0.3-0.45, single crop) and evaluator.py (ten-crop classification); ImageNet: train_ImageNet.py (one
 # epoch of 512 images a step over 4 DDP processes, no evaluation) and evaluator_ImageNet.py (threshold 0.3,
-# one crop). Both: DeiT-S with ImageNet weights, drop-path 0.1, AdamW (wd 0.05 off 1-D and token
-# parameters), a constant lr (the cosine schedule is built, never applied), no warmup, no constraint
-# ramp, no clipping, Resize((256, 256)) -> 224 crops with flips, seed 6 (+ rank).
+# one crop). Both: DeiT-S with ImageNet weights, drop-path 0.1, AdamW (wd 0.05 off 1-D parameters and
+# biases only: the optimizer is built on the DataParallel/DDP wrapper, which hides the model's
+# no_weight_decay(), so pos_embed and the cls/loc tokens are decayed), a constant lr (the cosine
+# schedule is built, never applied), no warmup, no constraint ramp, no clipping, Resize((256, 256)) ->
+# 224 crops with flips, seed 6 (+ rank).
 _COMMON = {"model.name": "sat_deit_small_patch16_224", "model.pretrained": "timm", "model.drop_path_rate": 0.1,
            "model.drop_rate": 0.0, "model.num_query_blocks": 3, "data.img_size": 224, "data.resize_size": 256,
-           "data.hflip": True, "data.per_class": 0, "train.weight_decay": 0.05,
+           "data.hflip": True, "data.per_class": 0, "train.weight_decay": 0.05, "train.decay_tokens": True,
            "train.schedule": "constant", "train.warmup_epochs": 0.0, "train.lambda_area": 1.0,
            "train.lambda_norm": 1.0, "train.constraint_warmup_epochs": 0.0, "train.clip_grad": 0.0,
            "train.seed": 6, "train.time_budget": 0.0, "eval.protocol": "sat"}
@@ -45,8 +47,9 @@ IMPLEMENTATION_DIFFERENCES: dict[str, list[str]] = {
         "defaults and set cudnn.deterministic=True)",
         "images are decoded and resized as uint8 tensors by torchvision (antialiased bilinear), the official "
         "loaders resize PIL images: a pixel-level difference",
-        "the same seeds (6 + rank) but a different order of random draws (data order, flips, drop-path): "
-        "a different run of the same recipe, not a bit-identical one",
+        "the same seeds (6 + rank) but other random draws: the data order from (seed, epoch), each image's crop "
+        "and flip from (seed, epoch, image), drop-path from each rank's generator: a different run of the same "
+        "recipe, not a bit-identical one",
     ],
     "cub": [
         "satlib drops the last partial batch of each epoch (23 steps of 256 images); the official loader "

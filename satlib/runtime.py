@@ -2,7 +2,8 @@
 threads.
 
 Training, evaluation, prediction, the demo and the book all need these; none of them belongs to the
-training loop. DDP as in nanoGPT: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK, rank 0 is the master.
+training loop. DDP as in nanoGPT: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK (srun: SLURM_LOCALID), rank
+0 is the master; small decisions every rank must share go over a gloo group of CPU tensors.
 How much work a run may do (the smoke switch) is config: `satlib.config.apply_smoke`.
 """
 
@@ -22,12 +23,18 @@ from torch import nn
 
 @dataclass
 class Dist:
-    """Where this process sits: rank among world processes, and its device."""
+    """Where this process sits: rank among world processes, and its device.
+
+    `control` is the process group for the small decisions every rank must share (skip a micro-batch,
+    stop on time): gloo, on CPU tensors, so that taking one never waits for the GPU's queue.
+    """
 
     rank: int = 0
     world: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    control: object = None  # a torch.distributed process group; None alone
+    owns_group: bool = False  # setup_distributed created the process group (and the run destroys it)
 
     @property
     def enabled(self) -> bool:
@@ -49,18 +56,49 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def setup_distributed(device_name: str = "auto") -> Dist:
-    """Join the process group torchrun describes (RANK/WORLD_SIZE/LOCAL_RANK), or run alone."""
+    """Join the process group torchrun describes (RANK/WORLD_SIZE, the GPU by `local_rank`), or run alone.
+
+    When this call creates the process group, `Dist.owns_group` is set and `teardown_distributed`
+    destroys it at the end of the run; a group created by the caller is left to the caller.
+    """
     if int(os.environ.get("RANK", -1)) == -1:
         return Dist(device=resolve_device(device_name))
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    local = local_rank(os.environ, torch.cuda.device_count())
     device = resolve_device(device_name)
     if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
+        device = torch.device("cuda", local)
         torch.cuda.set_device(device)
-    if not dist.is_initialized():
+    owns_group = not dist.is_initialized()
+    if owns_group:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Dist(rank, world, local_rank, device)
+    control = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+    return Dist(rank, world, local, device, control, owns_group)
+
+
+def local_rank(environ, devices: int) -> int:
+    """This process's index on its machine (its GPU): LOCAL_RANK (torchrun), else SLURM_LOCALID (srun),
+    else RANK modulo the visible GPUs (a launcher that sets RANK alone, one process per GPU)."""
+    for name in ("LOCAL_RANK", "SLURM_LOCALID"):
+        if environ.get(name, "") != "":
+            return int(environ[name])
+    return int(environ["RANK"]) % max(devices, 1)
+
+
+def teardown_distributed(ddp: Dist) -> None:
+    """Destroy the process group when `setup_distributed` created it (every rank calls this)."""
+    if ddp.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def any_rank(flag: bool, ddp: Dist) -> bool:
+    """Whether `flag` holds on any rank (every rank gets the same answer); `flag` alone without DDP.
+    A blocking all-reduce of one CPU number over `ddp.control`: no GPU synchronisation."""
+    if not ddp.enabled:
+        return flag
+    value = torch.tensor(float(flag))
+    dist.all_reduce(value, op=dist.ReduceOp.MAX, group=ddp.control)
+    return bool(value.item())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -82,6 +120,27 @@ def allow_tf32(device: torch.device) -> Iterator[None]:
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool = True) -> Iterator[None]:
+    """Inside the block (when `enabled`) torch runs only deterministic algorithms and raises on an op that
+    has none; cuDNN picks deterministic kernels (no benchmarking) and cuBLAS a fixed workspace
+    (CUBLAS_WORKSPACE_CONFIG=:4096:8 unless set: it must be in the environment before the process's first
+    cuBLAS call, so set it yourself when CUDA ran matmuls before). Every flag as it was after the block."""
+    if not enabled:
+        yield
+        return
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
 
 
 def seed_everything(seed: int) -> None:

@@ -3,8 +3,11 @@
     config -> (DDP) -> data -> model, loss, optimizer -> [resume] -> epochs of steps -> evaluate -> save
 
 The recipe is the official one (train.py / train_ImageNet.py of the SAT release): AdamW with no
-weight decay on 1-D parameters, biases, position embeddings and the cls/loc tokens; loss =
-cross-entropy + |batch-mean map - area_thr| + mean(s(1-s)) of the smoothed map. The official code
+weight decay on 1-D parameters and biases; loss = cross-entropy + |batch-mean map - area_thr| +
+mean(s(1-s)) of the smoothed map. The position embedding and the cls/loc tokens are decayed too in
+the official runs (their optimizer is built on the DataParallel/DDP wrapper, where the model's
+`no_weight_decay()` is never found): `train.decay_tokens: true` does the same (configs/cub.yaml and
+imagenet.yaml), false (the default) keeps them out of decay as timm and DeiT do. The official code
 builds a warmup+cosine schedule but never applies it, so its learning rate is constant:
 `train.schedule: constant` reproduces that, `cosine` (default) applies the schedule it built.
 The CAM and TS-CAM baselines (`cam_*`, `tscam_*` models) train with cross-entropy alone
@@ -12,15 +15,31 @@ The CAM and TS-CAM baselines (`cam_*`, `tscam_*` models) train with cross-entrop
 trainable parameters (loc token, loc embedding, head) reach the optimizer; their count is printed.
 
 The schedules are measured in optimizer steps (`learning_rate`, `constraint_ramp`), never in seconds,
-so a seed fixes the run: same seed and thread count on one machine, same metrics. `train.time_budget`
-is a safety cap only: when the wall clock reaches it the run finishes its optimizer step, evaluates,
-saves, warns (`TimeBudgetExceeded`) and records `stopped_early` in its metrics; such a result is not
-the recipe's reference one.
+so on a CPU a seed fixes the run: same seed and thread count on one machine, same metrics. On a GPU
+that holds only with `train.deterministic: true` (same GPU model, driver, torch, batch size and
+process count): torch, cuDNN and cuBLAS then use deterministic kernels (an op without one raises), at
+some cost in speed (the GPU suite's model section measures it). Without it the backward passes'
+atomic additions (attention, convolutions, scatters) and cuDNN's kernel choice change the last bits
+of the gradients from run to run, so two runs of one seed drift apart and their metrics differ a
+little: the same recipe, not the same run.
+
+The data order depends on (seed, epoch) and each image's crop and flip on (seed, epoch, image) alone
+(`satlib.data.SeededSampler`), whatever rank, worker or process loads it; everything else (drop-path)
+draws from each rank's generators, seeded seed + rank. `--resume` restores the weights, the optimizer
+and every rank's generators from the last epoch's checkpoint, so a resumed run continues as the
+uninterrupted one would have. With `train.grad_accum` a step gathers that many micro-batches; an
+epoch's trailing ones form one last, smaller step (`accumulation`).
+
+`train.time_budget` is a safety cap only: when the wall clock reaches it the run finishes its
+optimizer step, evaluates, saves, warns (`TimeBudgetExceeded`) and records `stopped_early` in its
+metrics; such a result is not the recipe's reference one.
 
 Multi-GPU: launch with `torchrun --nproc_per_node N -m satlib train ...`. Each rank sees
 batch_size / N images per step (as the official DDP script), rank 0 logs and saves, training and
 evaluation metrics are summed across ranks. As in the official code the area constraint is computed
-on each rank's share of the batch.
+on each rank's share of the batch. A process's GPU is LOCAL_RANK (torchrun), else SLURM_LOCALID
+(srun), else RANK modulo the GPUs (`satlib.runtime.local_rank`); a run destroys the process group it
+created when it ends.
 
 Outputs in `train.out`: checkpoint.pt (written atomically at the end of every epoch), best.pt (the
 evaluated epoch with the highest GT-known + Top-1 Loc, as the official "best_loc"), metrics.json
@@ -53,11 +72,14 @@ from satlib.models import count_parameters
 from satlib.runtime import (
     Dist,
     allow_tf32,
+    any_rank,
     bf16_autocast,
+    deterministic_algorithms,
     gather_rng_states,
     seed_everything,
     set_rng_state,
     setup_distributed,
+    teardown_distributed,
     unwrap_model,
 )
 from satlib.tensorboard import RunBoard, open_board
@@ -75,9 +97,15 @@ class TimeBudgetExceeded(UserWarning):
 # optimizer and schedules (in optimizer steps)
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Official groups: no decay for 1-D parameters, biases, and the model's `no_weight_decay()` names."""
-    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+def param_groups(model: nn.Module, weight_decay: float, *, decay_tokens: bool = False) -> list[dict]:
+    """AdamW's groups: no decay for 1-D parameters, biases and, unless `decay_tokens`, the model's
+    `no_weight_decay()` names (position embedding, cls/loc tokens).
+
+    `decay_tokens=True` is what the official scripts run: their `create_optimizerv2(args, model)` gets
+    the DataParallel/DDP wrapper, which has no `no_weight_decay`, so only 1-D parameters and biases skip
+    decay (DeiT-S: 76,800 more decayed values, 0.4% of the decayed ones).
+    """
+    skip = set() if decay_tokens or not hasattr(model, "no_weight_decay") else model.no_weight_decay()
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
@@ -105,6 +133,19 @@ def learning_rate(step: int, total_steps: int, config: Config) -> float:
         return t.lr * step / max(warmup - 1, 1)
     i, n = step - warmup, max(total_steps - warmup, 1)
     return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1.0 + math.cos(math.pi * min(i / n, 1.0)))
+
+
+def accumulation(micro: int, micro_batches: int, grad_accum: int) -> tuple[int, bool]:
+    """(the micro-batches in micro-batch `micro`'s optimizer step, whether the step is taken after it), for
+    micro-batch `micro` (0-based) of an epoch of `micro_batches`.
+
+    Steps gather `grad_accum` micro-batches; when the epoch's count is not a multiple of it, the trailing
+    ones form one last, smaller step whose losses are divided by their own count (timm's rule), so no
+    gradient is carried into the next epoch. 7 micro-batches at grad_accum 4: 4 + 3, two steps.
+    """
+    trailing = micro_batches % grad_accum
+    in_step = trailing if trailing and micro >= micro_batches - trailing else grad_accum
+    return in_step, (micro + 1) % grad_accum == 0 or micro + 1 == micro_batches
 
 
 def constraint_ramp(step: int, total_steps: int, config: Config) -> float:
@@ -156,21 +197,41 @@ class Clock:
 
     def __init__(self, budget: float, ddp: Dist, elapsed: float = 0.0) -> None:
         self.budget, self.ddp, self.start = budget, ddp, time.perf_counter() - elapsed
+        self._posted: tuple | None = None  # the last reading sent to the other ranks: (pending all-reduce, flag)
 
     def seconds(self) -> float:
         return time.perf_counter() - self.start
 
     def out_of_time(self) -> bool:
-        """Whether the budget is spent; with several processes, on any rank (one small all-reduce, so that
-        all stop at the same step)."""
+        """Whether to stop after this optimizer step. Alone: whether the budget is spent. With several
+        processes: whether any rank had spent it at the previous check. Each check posts this rank's reading
+        as a non-blocking all-reduce over the CPU control group and acts on the one posted before, so every
+        rank stops after the same step and no step waits for the GPU or for the other ranks (a run of
+        several processes stops one step after the budget is spent)."""
         if self.budget <= 0:
             return False
         spent = self.seconds() >= self.budget
-        if self.ddp.enabled:
-            flag = torch.tensor(float(spent), device=self.ddp.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            spent = bool(flag.item())
-        return spent
+        if not self.ddp.enabled:
+            return spent
+        decided = self.collect()
+        flag = torch.tensor(float(spent))
+        work = dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.ddp.control, async_op=True)
+        self._posted = (work, flag)
+        return decided
+
+    def spent_everywhere(self) -> bool:
+        """Whether the budget is spent on any rank, now (a blocking all-reduce: the start of a resumed run)."""
+        return self.budget > 0 and any_rank(self.seconds() >= self.budget, self.ddp)
+
+    def collect(self) -> bool:
+        """The last posted reading (whether any rank had spent the budget); False when none is pending. Every
+        rank calls it once at the end of a run, as each posted the same readings."""
+        if self._posted is None:
+            return False
+        work, flag = self._posted
+        self._posted = None
+        work.wait()
+        return bool(flag.item())
 
 
 def train(config: Config, *, resume: bool = False, progress: bool = True, quiet: bool = False,
@@ -189,13 +250,24 @@ def train(config: Config, *, resume: bool = False, progress: bool = True, quiet:
 def _train(config: Config, *, resume: bool, progress: bool, on_epoch: Callable[[dict], None] | None) -> dict:
     run = build_run(config)
     run.board = open_board(config, run.test_set, run.out_dir, master=run.ddp.master)  # stops here without the package
-    with allow_tf32(run.ddp.device):  # TF32 for this run only: the flags are restored after it
+    try:
+        return _train_run(run, config, resume=resume, progress=progress, on_epoch=on_epoch)
+    finally:
+        if run.board is not None:
+            run.board.close()
+        teardown_distributed(run.ddp)  # the process group this run created, if it did
+
+
+def _train_run(run: Run, config: Config, *, resume: bool, progress: bool,
+               on_epoch: Callable[[dict], None] | None) -> dict:
+    # TF32 and (train.deterministic) deterministic kernels for this run only: the flags are restored after it
+    with allow_tf32(run.ddp.device), deterministic_algorithms(config.train.deterministic):
         if resume:
             resume_run(run)
         write_config(run)
         clock = Clock(config.train.time_budget, run.ddp, run.elapsed)
         record: dict = run.history[-1] if run.history else {}
-        stopped = resume and clock.out_of_time()  # a resumed run whose budget earlier sessions spent
+        stopped = resume and clock.spent_everywhere()  # a resumed run whose budget earlier sessions spent
         while run.epoch < config.train.epochs and not stopped:
             sums = run_epoch(run, clock, progress)
             record = epoch_record(run, sums, clock)
@@ -210,10 +282,9 @@ def _train(config: Config, *, resume: bool, progress: bool, on_epoch: Callable[[
                 warnings.warn(record["stop_reason"], TimeBudgetExceeded, stacklevel=2)
             if on_epoch is not None:
                 on_epoch(record)
+        clock.collect()  # the reading still in flight, on every rank
         if run.ddp.enabled:
             dist.barrier()
-        if run.board is not None:
-            run.board.close()
         return record
 
 
@@ -231,16 +302,16 @@ def build_run(config: Config) -> Run:
         _log(ddp, f"model.num_classes={config.model.num_classes} -> {train_set.num_classes} (from the dataset)")
         config.model.num_classes = train_set.num_classes
     loader = train_loader(train_set, config, ddp)
-    steps_per_epoch = len(loader) // t.grad_accum
+    steps_per_epoch = math.ceil(len(loader) / t.grad_accum)  # a shorter last step takes the trailing micro-batches
     if steps_per_epoch == 0:
-        raise ValueError(f"{len(train_set)} training images give no full step of batch_size={t.batch_size} "
-                         f"x grad_accum={t.grad_accum}")
+        raise ValueError(f"{len(train_set)} training images give no full micro-batch of train.batch_size="
+                         f"{t.batch_size} over {ddp.world} process(es)")
     model = build_model(config).to(ddp.device)
     trainable, total = count_parameters(model)
     _log(ddp, f"{config.model.name}: {trainable:,} trainable parameters of {total:,}"
               + (" (frozen backbone)" if config.model.freeze_backbone else ""))
     loss_fn = build_loss(config, model.method).to(ddp.device)
-    optimizer = torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr)
+    optimizer = torch.optim.AdamW(param_groups(model, t.weight_decay, decay_tokens=t.decay_tokens), lr=t.lr)
     if ddp.enabled:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[ddp.device.index] if ddp.device.type == "cuda" else None)
@@ -275,30 +346,30 @@ SUMS = ("loss", "cls", "area", "norm", "correct", "images")  # what an epoch add
 
 
 def run_epoch(run: Run, clock: Clock, progress: bool) -> Tensor:
-    """One pass over the training loader, or up to the time cap; returns the `SUMS` (6,) on the device."""
+    """One pass over the training loader, or up to the time cap; returns the `SUMS` (6,) on the device.
+
+    A micro-batch whose every image was unreadable (data.skip_bad) is skipped; with several processes
+    every rank skips it together (one CPU all-reduce per micro-batch, only with data.skip_bad), so
+    their gradient all-reduces stay paired, and a step whose synchronising micro-batch was skipped
+    averages its gradients across ranks itself. A step with no readable image changes nothing but
+    still counts, so the schedules keep their place.
+    """
     config, t, ddp = run.config, run.config.train, run.ddp
     run.loader.sampler.set_epoch(run.epoch)
     run.model.train()
     sums = torch.zeros(len(SUMS), device=ddp.device)
     bar = _progress_bar(run, progress)
     for micro, batch in enumerate(bar):
-        if batch is None:  # every image of this batch was unreadable (data.skip_bad)
+        in_step, steps = accumulation(micro, len(run.loader), t.grad_accum)
+        skipped = batch is None  # every image of this micro-batch was unreadable (data.skip_bad)
+        if config.data.skip_bad and ddp.enabled:
+            skipped = any_rank(skipped, ddp)
+        if not skipped:
+            sums += micro_step(run, batch, in_step, sync=steps)
+        if not steps:
             continue
-        images = batch["images"].to(ddp.device, non_blocking=True)
-        labels = batch["labels"].to(ddp.device, non_blocking=True)
-        accumulating = (micro + 1) % t.grad_accum != 0
-        with bf16_autocast(ddp.device, enabled=t.amp), _no_sync(run.model, ddp.enabled and accumulating):
-            out = run.step_model(images)
-            loss, terms = run.loss_fn(out, labels,
-                                      constraint_weight=constraint_ramp(run.step, run.total_steps, config))
-            (loss / t.grad_accum).backward()
-        with torch.no_grad():  # running sums stay on the device: no host sync per step
-            n = len(labels)
-            correct = (out.logits.argmax(-1) == labels).sum()
-            sums += torch.stack([loss.detach() * n, terms["cls"] * n, terms["area"] * n, terms["norm"] * n,
-                                 correct.float(), torch.full((), float(n), device=ddp.device)])
-        if accumulating:
-            continue
+        if skipped and ddp.enabled:
+            average_gradients(run)  # the micro-batch that would have all-reduced them was skipped
         lr = optimizer_step(run)
         if run.step % t.log_every == 0:  # the only host sync inside an epoch
             _check_finite(sums[0], run)
@@ -317,6 +388,33 @@ def run_epoch(run: Run, clock: Clock, progress: bool) -> Tensor:
     _check_finite(sums[0], run)
     run.epoch += 1
     return sums
+
+
+def micro_step(run: Run, batch: dict, in_step: int, *, sync: bool) -> Tensor:
+    """Forward and backward of one micro-batch, its loss divided by the `in_step` micro-batches of its step
+    (gradients all-reduced across ranks when `sync`); returns its `SUMS` (6,) on the device."""
+    config, ddp = run.config, run.ddp
+    images = batch["images"].to(ddp.device, non_blocking=True)
+    labels = batch["labels"].to(ddp.device, non_blocking=True)
+    with bf16_autocast(ddp.device, enabled=config.train.amp), _no_sync(run.model, ddp.enabled and not sync):
+        out = run.step_model(images)
+        loss, terms = run.loss_fn(out, labels,
+                                  constraint_weight=constraint_ramp(run.step, run.total_steps, config))
+        (loss / in_step).backward()
+    with torch.no_grad():  # running sums stay on the device: no host sync per step
+        n = len(labels)
+        correct = (out.logits.argmax(-1) == labels).sum()
+        return torch.stack([loss.detach() * n, terms["cls"] * n, terms["area"] * n, terms["norm"] * n,
+                            correct.float(), torch.full((), float(n), device=ddp.device)])
+
+
+def average_gradients(run: Run) -> None:
+    """Each gradient averaged across ranks, as DDP's all-reduce does (the same parameters hold one on every
+    rank: the ranks ran the same micro-batches)."""
+    for param in run.model.parameters():
+        if param.grad is not None:
+            dist.all_reduce(param.grad)
+            param.grad.div_(run.ddp.world)
 
 
 def optimizer_step(run: Run) -> float:

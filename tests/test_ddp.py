@@ -71,11 +71,12 @@ def _two_ranks(scenario: str, data, out: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_time_budget_stops_every_rank_after_the_same_step(tiny_data, tmp_path):
-    """Rank 1's clock runs far ahead: the ranks still leave together (one shared decision per step)."""
+    """Rank 1's clock runs far ahead from step 2: the ranks still leave together, after step 3 (each step acts on
+    the readings every rank posted at the step before, without waiting for them)."""
     zero, one = _two_ranks("time_budget", tiny_data, tmp_path / "out")
     assert "error" not in zero and "error" not in one, (zero, one)
-    assert zero == one == {"step": 2, "epoch": 1, "stopped_early": True}  # 3 steps an epoch, 3 epochs asked
-    assert load_checkpoint(tmp_path / "out" / "run" / "checkpoint.pt")["step"] == 2
+    assert zero == one == {"step": 3, "epoch": 1, "stopped_early": True}  # 3 steps an epoch, 3 epochs asked
+    assert load_checkpoint(tmp_path / "out" / "run" / "checkpoint.pt")["step"] == 3
 
 
 @pytest.mark.slow
@@ -105,3 +106,39 @@ def test_nonfinite_loss_on_one_rank_stops_every_rank(tiny_data, tmp_path):
     zero, one = _two_ranks("nonfinite", tiny_data, tmp_path / "out")
     assert zero.get("diverged") and one.get("diverged"), (zero, one)
     assert "epoch 1 (by step 2)" in zero["diverged"] and "epoch 1 (by step 2)" in one["diverged"]
+
+
+@pytest.mark.slow
+def test_an_unreadable_micro_batch_on_one_rank_is_skipped_by_every_rank(tiny_data, tmp_path):
+    """data.skip_bad: rank 1's second micro-batch has no readable image. Both ranks skip it together and average
+    the step's gradients themselves (that micro-batch would have all-reduced them): same steps, same weights."""
+    zero, one = _two_ranks("empty_micro", tiny_data, tmp_path / "out")
+    assert "error" not in zero and "error" not in one, (zero, one)
+    assert zero["step"] == one["step"] == 4  # 3 micro-batches an epoch at grad_accum 2: steps of 2 and 1
+    assert zero["skipped"] == one["skipped"] == 1  # rank 1's unreadable micro-batch, skipped by both
+    assert len(zero["weights"]) == 4 and zero["weights"] == pytest.approx(one["weights"], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_each_rank_draws_its_own_augmentation_and_a_resumed_epoch_draws_the_same(tiny_data, tmp_path):
+    """Every image is the same, so only the random crops and flips tell batches apart: the ranks' first
+    batches differ (their loader workers do not share one stream), epochs differ, and a fresh loader set
+    to epoch 1, as a resumed run builds it, gives what the uninterrupted loader gave in epoch 1."""
+    zero, one = _two_ranks("augment", tiny_data, tmp_path / "out")
+    assert "error" not in zero and "error" not in one, (zero, one)
+    assert zero["epoch0"] != one["epoch0"] and zero["epoch1"] != one["epoch1"]
+    assert zero["epoch0"] != zero["epoch1"]
+    assert zero["resumed1"] == zero["epoch1"] and one["resumed1"] == one["epoch1"]
+
+
+@pytest.mark.slow
+def test_torchrun_cli_prints_once_and_leaves_no_process_group(tiny_data, tmp_path):
+    """`torchrun ... -m satlib train`: rank 0 alone prints the summary, and the run destroys the process
+    group it created (both ranks)."""
+    zero, one = _two_ranks("cli", tiny_data, tmp_path / "out")
+    assert "error" not in zero and "error" not in one, (zero, one)
+    assert zero["code"] == one["code"] == 0
+    printed = zero["printed"]
+    assert json.loads(printed[printed.index("{\n"):])["epoch"] == 1  # the summary follows the log lines
+    assert one["printed"] == ""
+    assert zero["group_left"] is False and one["group_left"] is False

@@ -150,3 +150,21 @@ def test_loss_follows_the_maps_device():
     total, terms = SATLoss()(out, torch.tensor([0, 1], device="meta"))
     assert total.device.type == "meta" and all(t.device.type == "meta" for t in terms.values())
     assert normalization_loss(loc_map).device.type == "meta"
+
+
+def test_a_bf16_map_gives_the_fp32_loss_of_its_values():
+    """Under CUDA autocast the model hands the loss a bf16 map: every term is computed in fp32, bit for bit the
+    loss of the same values given in fp32 (with autocast around the loss or not)."""
+    generator = torch.Generator().manual_seed(1)
+    map16 = torch.rand(4, 14, 14, generator=generator).bfloat16()
+    logits, labels = torch.randn(4, 10, generator=generator), torch.tensor([0, 3, 5, 9])
+    reference = SATLoss(area_thr=0.25)(fake_output(map16.float())._replace(logits=logits), labels)
+    reference_norm = normalization_loss(map16.float())
+    for autocast in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            norm = normalization_loss(map16)
+            total, terms = SATLoss(area_thr=0.25)(fake_output(map16)._replace(logits=logits), labels)
+        assert norm.dtype == torch.float32 and torch.equal(norm, reference_norm), autocast
+        assert total.dtype == torch.float32 and torch.equal(total, reference[0]), autocast
+        for name, value in terms.items():
+            assert value.dtype == torch.float32 and torch.equal(value, reference[1][name]), (autocast, name)

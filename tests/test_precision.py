@@ -100,3 +100,27 @@ def test_model_forward_compiles_without_graph_breaks(tiny_config, name):
     explanation = torch._dynamo.explain(model)(torch.randn(2, 3, config.data.img_size, config.data.img_size))
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1
+
+
+def test_an_official_checkpoint_is_evaluated_in_fp32(tiny_data, tmp_path, cpu_autocast, monkeypatch):
+    """As the official evaluator.py runs it: no autocast, whatever train.amp says (CUB's recipe: on)."""
+    import satlib
+    from satlib.assess import evaluate_checkpoint
+    from satlib.models.weights import official_state_dict
+
+    torch.manual_seed(0)
+    model = satlib.create_model("sat_deit_tiny_patch16_224", num_classes=3)
+    torch.save({"model": official_state_dict(model), "best_thr": 0.35}, tmp_path / "official.pth.tar")
+    loaded = satlib.load(tmp_path / "official.pth.tar", official=True)
+    assert loaded.info.config.train.amp  # the config it is rebuilt with asks for bf16 ...
+    forwards = []
+    real_forward = type(loaded.model).forward
+
+    def forward(self, images):
+        out = real_forward(self, images)
+        forwards.append((torch.is_autocast_enabled("cpu"), out.logits.dtype))
+        return out
+
+    monkeypatch.setattr(type(loaded.model), "forward", forward)
+    evaluate_checkpoint(loaded, data_root=tiny_data, official=True, device="cpu")
+    assert forwards and all(not enabled and dtype == torch.float32 for enabled, dtype in forwards), forwards

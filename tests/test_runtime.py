@@ -1,5 +1,6 @@
-"""satlib.runtime: TF32 scoped to a run, RNG state per rank's own device."""
+"""satlib.runtime: TF32 and deterministic kernels scoped to a run, RNG state per rank's own device."""
 
+import os
 import random
 import shutil
 
@@ -11,7 +12,7 @@ from satlib import runtime
 from satlib import train as train_module
 from satlib.checkpoint import load_checkpoint, save_checkpoint
 from satlib.config import load_config
-from satlib.runtime import allow_tf32, rng_state, set_rng_state
+from satlib.runtime import allow_tf32, deterministic_algorithms, local_rank, rng_state, set_rng_state
 from satlib.train import train
 
 
@@ -84,6 +85,56 @@ class FakeGPUs:
 
 def cuda_state(value: int) -> torch.Tensor:
     return torch.full((16,), value, dtype=torch.uint8)
+
+
+def deterministic_flags() -> tuple[bool, bool, bool]:
+    return (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+            torch.backends.cudnn.benchmark)
+
+
+def test_deterministic_kernels_inside_the_block_only(monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = deterministic_flags()
+    assert before == (False, False, False)  # PyTorch's defaults
+    with deterministic_algorithms():
+        assert deterministic_flags() == (True, True, False)
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"  # what cuBLAS needs to be deterministic
+        with pytest.raises(RuntimeError, match="does not have a deterministic implementation"):
+            torch.zeros(3).put_(torch.tensor([0, 0]), torch.ones(2), accumulate=False)  # an op with none
+    assert deterministic_flags() == before
+    with deterministic_algorithms(enabled=False):
+        assert deterministic_flags() == before
+
+
+def test_train_deterministic_holds_for_the_run(tiny_config):
+    inside = []
+    first = train(tiny_config(**{"train.epochs": 1, "train.deterministic": True}), progress=False,
+                  on_epoch=lambda record: inside.append(deterministic_flags()))
+    assert inside == [(True, True, False)] and deterministic_flags() == (False, False, False)
+    second = train(tiny_config(**{"train.epochs": 1, "train.deterministic": False}), progress=False)
+    assert {k: v for k, v in first.items() if k != "time"} == {k: v for k, v in second.items() if k != "time"}
+
+
+@pytest.mark.parametrize(("environ", "devices", "expected"), [
+    ({"RANK": "5", "LOCAL_RANK": "1", "SLURM_LOCALID": "3"}, 4, 1),  # torchrun
+    ({"RANK": "5", "SLURM_LOCALID": "3"}, 4, 3),  # srun
+    ({"RANK": "5"}, 4, 1),  # RANK alone, 4 GPUs a machine: rank 5 is the second process of the second machine
+    ({"RANK": "5"}, 0, 0),  # no GPU
+])
+def test_local_rank_under_each_launcher(environ, devices, expected):
+    assert local_rank(environ, devices) == expected
+
+
+def test_rank_alone_does_not_put_every_process_on_the_first_gpu(monkeypatch):
+    """Under srun (RANK and SLURM_LOCALID, no LOCAL_RANK) each process takes its own device."""
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("SLURM_LOCALID", "1")
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setattr(runtime.dist, "is_initialized", lambda: True)  # a group the caller made: nothing to join
+    monkeypatch.setattr(runtime.dist, "get_backend", lambda: "gloo")
+    ddp = runtime.setup_distributed("cpu")
+    assert (ddp.rank, ddp.world, ddp.local_rank, ddp.owns_group) == (3, 4, 1, False)
 
 
 def test_rng_state_holds_only_this_devices_generator(monkeypatch):

@@ -8,7 +8,15 @@ from satlib.build import build_model
 from satlib.checkpoint import load_checkpoint
 from satlib.config import load_config
 from satlib.losses import SATLoss
-from satlib.train import TimeBudgetExceeded, TrainingDiverged, constraint_ramp, learning_rate, param_groups, train
+from satlib.train import (
+    TimeBudgetExceeded,
+    TrainingDiverged,
+    accumulation,
+    constraint_ramp,
+    learning_rate,
+    param_groups,
+    train,
+)
 
 
 def test_one_step_changes_weights_and_lowers_the_loss(tiny_config):
@@ -29,15 +37,50 @@ def test_one_step_changes_weights_and_lowers_the_loss(tiny_config):
     assert second.item() < first.item()
 
 
-def test_param_groups_follow_the_official_no_decay_rule(tiny_config):
+def _group_names(model, groups) -> list[set[str]]:
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [{names[id(p)] for p in group["params"]} for group in groups]
+
+
+def test_param_groups_keep_tokens_out_of_decay_by_default(tiny_config):
     model = build_model(tiny_config(), num_classes=3)
     decay, no_decay = param_groups(model, 0.05)
-    names = {id(p): n for n, p in model.named_parameters()}
-    no_decay_names = {names[id(p)] for p in no_decay["params"]}
-    assert {"pos_embed", "cls_token", "loc_embed", "loc_token", "head.bias", "norm.weight"} <= no_decay_names
-    assert "head.weight" in {names[id(p)] for p in decay["params"]}
+    decayed, kept = _group_names(model, [decay, no_decay])
+    assert {"pos_embed", "cls_token", "loc_embed", "loc_token", "head.bias", "norm.weight"} <= kept
+    assert "head.weight" in decayed
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_decay_tokens_decays_what_the_official_wrapped_optimizer_decays(tiny_config):
+    """The official create_optimizerv2 gets the DataParallel/DDP wrapper: no `no_weight_decay` there, names with
+    `module.`, so only 1-D parameters and biases skip decay. The paper recipes do the same."""
+    model = build_model(tiny_config(), num_classes=3)
+    official = torch.nn.DataParallel(model)
+    assert not hasattr(official, "no_weight_decay")
+    expected = {n.removeprefix("module.") for n, p in official.named_parameters()
+                if p.ndim > 1 and not n.endswith(".bias")}  # the official get_parameter_groups, skip_list empty
+    decayed, kept = _group_names(model, param_groups(model, 0.05, decay_tokens=True))
+    assert decayed == expected and {"pos_embed", "cls_token", "loc_token", "loc_embed"} <= decayed
+    assert load_config("cub").train.decay_tokens and load_config("imagenet").train.decay_tokens
+    assert not load_config("synthetic_cpu").train.decay_tokens
+
+
+def test_train_builds_its_optimizer_with_the_config_switch(tiny_config, monkeypatch):
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    decayed = []
+    handle = register_optimizer_step_pre_hook(
+        lambda optimizer, *args: decayed.append(sum(p.numel() for p in optimizer.param_groups[0]["params"])))
+    try:
+        for decay_tokens in (False, True):
+            train(tiny_config(**{"train.decay_tokens": decay_tokens, "train.epochs": 1, "train.max_steps": 1}),
+                  progress=False)
+    finally:
+        handle.remove()
+    model = build_model(tiny_config(), num_classes=3)
+    tokens = sum(getattr(model, name).numel() for name in ("pos_embed", "cls_token", "loc_token", "loc_embed"))
+    assert decayed[1] - decayed[0] == tokens
 
 
 def test_cosine_schedule_matches_the_official_formula():
@@ -60,6 +103,35 @@ def test_constraint_ramp_is_linear_in_steps():
     assert constraint_ramp(20, total, config) == constraint_ramp(90, total, config) == 1.0
     official = load_config(overrides=["train.constraint_warmup_epochs=0"])
     assert constraint_ramp(0, total, official) == 1.0
+
+
+def test_trailing_micro_batches_form_one_last_smaller_step():
+    """Chapter 7's few-shot ImageNet (1 image a class, 4 x 128): 7 micro-batches an epoch are 4 + 3, two steps."""
+    assert [accumulation(m, 7, 4) for m in range(7)] == [(4, False)] * 3 + [(4, True)] + [(3, False)] * 2 + [(3, True)]
+    assert [accumulation(m, 8, 4) for m in range(8)] == ([(4, False)] * 3 + [(4, True)]) * 2
+    assert [accumulation(m, 3, 1) for m in range(3)] == [(1, True)] * 3
+
+
+def test_accumulated_steps_never_carry_gradients_into_the_next_epoch(tiny_config, monkeypatch):
+    """3 micro-batches an epoch at grad_accum 2: steps of 2 and 1, each loss divided by its own step's count."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    events = []
+    real_forward = SATLoss.forward
+
+    def recorded(self, out, labels, **kwargs):
+        total, terms = real_forward(self, out, labels, **kwargs)
+        total.register_hook(lambda grad: events.append(float(grad)))  # d(backpropagated loss) / d(loss)
+        return total, terms
+
+    monkeypatch.setattr(SATLoss, "forward", recorded)
+    handle = register_optimizer_step_post_hook(lambda *args: events.append("step"))
+    try:
+        record = train(tiny_config(**{"train.grad_accum": 2, "train.eval_every": 0}), progress=False)
+    finally:
+        handle.remove()
+    assert record["step"] == 4
+    assert events == [0.5, 0.5, "step", 1.0, "step"] * 2
 
 
 def test_train_writes_checkpoint_and_metrics(trained_run):
@@ -205,3 +277,57 @@ def test_quiet_training_logs_nothing_and_trains_the_same(tiny_config, capsys):
     logged = capsys.readouterr()
     assert "epoch 1" not in logged.out + logged.err
     assert {k: v for k, v in quiet.items() if k != "time"} == {k: v for k, v in loud.items() if k != "time"}
+
+
+def test_a_step_whose_last_micro_batch_is_unreadable_is_still_taken(tiny_config, monkeypatch):
+    """data.skip_bad, one process: an all-unreadable micro-batch at a step's end skips only itself, the step's
+    earlier gradients are applied there (not carried into the next step)."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    import satlib.data.loader as loader_module
+
+    real, calls, events = loader_module.FinishBatches.__call__, [0], []
+
+    def finish(self, samples):
+        calls[0] += 1
+        return None if calls[0] == 2 else real(self, samples)  # what it returns when every sample was skipped
+
+    monkeypatch.setattr(loader_module.FinishBatches, "__call__", finish)
+    real_forward = SATLoss.forward
+
+    def recorded(self, out, labels, **kwargs):
+        events.append("loss")
+        return real_forward(self, out, labels, **kwargs)
+
+    monkeypatch.setattr(SATLoss, "forward", recorded)
+    handle = register_optimizer_step_post_hook(lambda *args: events.append("step"))
+    try:
+        record = train(tiny_config(**{"train.grad_accum": 2, "train.epochs": 1, "data.skip_bad": True}),
+                       progress=False)
+    finally:
+        handle.remove()
+    assert record["step"] == 2 and events == ["loss", "step", "loss", "step"]
+
+
+def test_clip_grad_bounds_the_norm_of_every_step(tiny_config):
+    """train.clip_grad > 0: each optimizer step sees gradients of total norm at most clip_grad (far below what
+    the tiny recipe's unclipped gradients reach)."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    norms = []
+
+    def record(optimizer, args, kwargs):
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+
+    handle = register_optimizer_step_pre_hook(record)
+    try:
+        train(tiny_config(**{"train.clip_grad": 0.01, "train.epochs": 1, "train.eval_every": 0}), progress=False)
+        clipped = list(norms)
+        norms.clear()
+        train(tiny_config(**{"train.clip_grad": 0.0, "train.epochs": 1, "train.eval_every": 0}), progress=False)
+    finally:
+        handle.remove()
+    assert len(clipped) == len(norms) == 3
+    assert all(0 < norm <= 0.01 * (1 + 1e-5) for norm in clipped), clipped
+    assert all(norm > 0.1 for norm in norms), norms  # what clipping cut down

@@ -38,6 +38,8 @@ def recipe_config(suite: Suite, recipe: Recipe, root: Path, *, epochs: int, time
     }, "gpu_suite")
     for section, values in suite.sizes.recipe_overrides.items():
         apply_mapping(config, {section: values}, "gpu_suite --smoke")
+    if not suite.numba_ready():  # score with label propagation rather than compile the trees inside the section
+        config.eval.backend = "propagate"
     return config
 
 

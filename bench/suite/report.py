@@ -25,13 +25,19 @@ def targets(report: dict) -> list[dict]:
         ("bf16 + compile peak memory over explicit fp32", ratios.get("bf16_compile_memory_vs_fp32"), "<= 0.6", 0.6, -1),
         ("SAT bf16 step time over timm DeiT-S bf16", ratios.get("sat_time_vs_deit"), "<= 1.10", 1.10, -1),
         ("SAT DeiT-S images/s (best SAT path)", max(sat_rates) if sat_rates else None, ">= 5000 on an H100", 5000, 1),
-        ("evaluator speed-up over the per-image loop (sat)",
-         evaluation.get("protocols", {}).get("sat", {}).get("speedup"), ">= 100", 100, 1),
+        ("evaluator speed-up over the per-image loop (sat, 100 thresholds)",
+         _sat_row(evaluation, 100).get("speedup"), ">= 100", 100, 1),
         ("loader images/s over model images/s (CUB)", loader, ">= 1", 1, 1),
     ]
     return [{"target": name, "value": value, "goal": goal,
              "met": None if value is None else bool((value - bound) * sign >= 0)}
             for name, value, goal, bound, sign in rows]
+
+
+def _sat_row(evaluation: dict, thresholds: int) -> dict:
+    """The eval section's SAT row at `thresholds` thresholds ({} when it did not run)."""
+    rows = evaluation.get("rows", {}).values()
+    return next((r for r in rows if r.get("protocol") == "sat" and r.get("thresholds") == thresholds), {})
 
 
 def limits(report: dict) -> list[str]:
@@ -62,7 +68,7 @@ def limits(report: dict) -> list[str]:
         peaks = ", ".join(f"{label} {fmt(r['peak_mb'], '.0f')} MiB" for label, r in model["configs"].items())
         notes.append(f"Memory: peak above the resident weights per configuration: {peaks}.")
     batch = profile.get("eval_batch")
-    if "evaluator speed-up over the per-image loop (sat)" in missed and batch:
+    if "evaluator speed-up over the per-image loop (sat, 100 thresholds)" in missed and batch:
         notes.append(f"Evaluator: one batch of {batch['maps']} maps x {batch['thresholds']} thresholds takes "
                      f"{batch['wall_ms']:.0f} ms, kernels {batch['kernel_ms']:.0f} ms "
                      f"({shares_text(batch['kernel_share'])}); {batch['host_syncs']:.0f} host syncs and "
@@ -136,33 +142,36 @@ def render_env(r: dict) -> list[str]:
 def render_model(r: dict) -> list[str]:
     if not r.get("configs"):
         return []
-    lines = [f"{r['model']}, batch {r['batch']}, {r['img_size']} px, {r['classes']} classes; forward+backward "
-             f"GFLOP/image: SAT {r['gflop_per_image']['sat']:.2f}, DeiT {r['gflop_per_image']['deit']:.2f}", ""]
+    configs = r["configs"]
+    lines = [f"{r['model']}, batch {r['batch']}, {r['img_size']} px, {r['classes']} classes; a step is "
+             f"{r.get('step', 'forward + backward')}; forward+backward GFLOP/image: SAT "
+             f"{r['gflop_per_image']['sat']:.2f}, DeiT {r['gflop_per_image']['deit']:.2f}", "",
+             "Attention path x precision (images/s, peak MiB above the weights):", ""]
+    grid = [[path] + [f"{fmt(configs.get(f'SAT {path} {d}', {}).get('images_per_s'), '.0f')} / "
+                      f"{fmt(configs.get(f'SAT {path} {d}', {}).get('peak_mb'), '.0f')}" for d in ("fp32", "bf16")]
+            for path in ("explicit", "sdpa")]
+    lines += table(["attention", "fp32", "bf16"], grid) + [""]
     lines += table(["configuration", "ms/step", "images/s", "TFLOP/s", "peak MiB"], [
         [label, f"{c['ms_per_step']:.1f}", f"{c['images_per_s']:.0f}", f"{c['tflops']:.3g}", fmt(c["peak_mb"], ".0f")]
-        for label, c in r["configs"].items()])
+        for label, c in configs.items()])
     return lines + [""] + [f"- {k}: {fmt(v, '.2f')}" for k, v in r.get("ratios", {}).items()]
 
 
 def render_eval(r: dict) -> list[str]:
-    """One row per protocol and device path (label propagation, the host path), side by side."""
+    """One row per threshold sweep and device path (label propagation, the host path), side by side."""
     rows = []
-    for protocol, x in r.get("protocols", {}).items():
-        if not x:
-            continue
-        paths = x.get("paths") or {"auto": {"maps": x.get("maps"), "ms_per_map": x.get("batched_ms_per_map"),
-                                            "cub_s": x.get("batched_full_s"), "speedup": x.get("speedup"),
-                                            "peak_mb": x.get("peak_mb")}}
-        for name, p in paths.items():
-            mark = " (faster)" if name == x.get("faster") else ""
-            rows.append([protocol, name + mark, p.get("maps"), fmt(p.get("ms_per_map"), ".3f"),
+    for name, x in r.get("rows", {}).items():
+        for path, p in x.get("paths", {}).items():
+            mark = " (faster)" if path == x.get("faster") else ""
+            rows.append([name, path + mark, p.get("maps"), fmt(p.get("ms_per_map"), ".3f"),
                          fmt(p.get("cub_s"), ".1f"), fmt(p.get("imagenet_s"), ".0f"),
-                         fmt(x.get("loop_ms_per_map"), ".1f"),
-                         fmt(p.get("speedup"), ".0f"), fmt(p.get("peak_mb"), ".0f"),
-                         p.get("agrees_with_loop", x.get("loop", "n/a"))])
-    head = [f"{r.get('maps')} maps 14x14 -> {r.get('side')}, {r.get('thresholds')} thresholds, batch {r.get('batch')}; "
-            f"loop timed on {r.get('loop_maps')} maps on the CPU and scaled", ""] if r else []
-    return head + table(["protocol", "path", "maps run", "ms/map", "CUB-sized s", "ImageNet-sized s", "loop ms/map",
+                         fmt(x.get("loop_ms_per_map"), ".2f"), fmt(p.get("speedup"), ".0f"),
+                         fmt(p.get("peak_mb"), ".0f"), p.get("agrees_with_loop", x.get("loop", "n/a"))])
+        for path, why in x.get("skipped", {}).items():
+            rows.append([name, path, "-", "-", "-", "-", fmt(x.get("loop_ms_per_map"), ".2f"), "-", "-", why])
+    head = [f"{r.get('maps')} maps 14x14 -> {r.get('side')}, batch {r.get('batch')}; each sweep's loop timed on "
+            f"{r.get('loop_maps')} maps on the CPU and scaled", ""] if r else []
+    return head + table(["sweep", "path", "maps run", "ms/map", "CUB-sized s", "ImageNet-sized s", "loop ms/map",
                          "speed-up", "peak MiB", "agrees with loop"], rows)
 
 
@@ -190,7 +199,9 @@ def render_train(r: dict) -> list[str]:
             ["start to first step (data, model, compile)", fmt(run_.get("first_step_s"), ".1f") + " s"],
             ["peak memory", fmt(run_.get("peak_mb"), ".0f") + " MiB"],
             ["evaluation", f"{fmt(ev.get('images_per_s'), '.0f')} images/s over {ev.get('images')} images"
-                           f" (ten-crop {ev.get('tencrop')}, batch {ev.get('batch')})"]]
+                           f" (ten-crop {ev.get('tencrop')}, batch {ev.get('batch')}, {ev.get('backend')}); "
+                           f"CAM scoring adds {fmt(1e3 * ev.get('cam_extra_s_per_image', 0.0), '.2f')} "
+                           f"ms/image (closing evaluation only)"]]
     if p:
         rows += [["projected epoch", f"{p['steps_per_epoch']} steps, {p['epoch_s']:.0f} s ({p['basis']})"],
                  ["projected full run", f"{p['epochs']} epochs + {p['evaluations']} evaluations of "
@@ -224,9 +235,10 @@ def headline(name: str, r: dict) -> str:
     if name == "env" and r:
         return f"{r.get('device')}, copy {fmt(r.get('copy_tb_s'), '.2f')} TB/s"
     if name == "model" and r.get("configs"):
-        return ", ".join(f"{label} {c['images_per_s']:.0f}/s" for label, c in r["configs"].items())
-    if name == "eval" and r.get("protocols"):
-        return ", ".join(f"{p} {fmt(x.get('speedup'), '.0f')}x" for p, x in r["protocols"].items() if x)
+        return ", ".join(f"{label} {c['images_per_s']:.0f}/s" for label, c in r["configs"].items()
+                         if label.startswith("SAT"))
+    if name == "eval" and r.get("rows"):
+        return ", ".join(f"{n}: {x['faster']} {fmt(x.get('speedup'), '.0f')}x" for n, x in r["rows"].items())
     if name == "data" and r.get("loaders"):
         return ", ".join(f"{x['workers']}w/{x['decode']} {x['images_per_s']:.0f}/s" for x in r["loaders"])
     if name.startswith("train") and r.get("run"):

@@ -6,7 +6,7 @@ The datasets of a `Config` are `satlib.build`'s; this package never reads a conf
 """
 
 from satlib.data.dataset import DATASETS, WSOLDataset, build_dataset
-from satlib.data.loader import DeviceLoader, build_loader, collate, default_workers
+from satlib.data.loader import DeviceLoader, SeededSampler, build_loader, collate, default_workers
 from satlib.data.records import DataError
 from satlib.data.subsets import few_shot_indices
 from satlib.data.transforms import (
@@ -20,5 +20,5 @@ from satlib.data.transforms import (
 )
 
 __all__ = ["DATASETS", "IMAGENET", "IMAGENET_MEAN", "IMAGENET_STD", "DataError", "DeviceLoader", "Normalization",
-           "WSOLDataset", "build_dataset", "build_loader", "collate", "default_workers", "denormalize",
+           "SeededSampler", "WSOLDataset", "build_dataset", "build_loader", "collate", "default_workers", "denormalize",
            "few_shot_indices", "resize_boxes_wsoleval", "resize_crop_boxes"]

@@ -2,42 +2,54 @@
 
 An item is a dict::
 
-    image        (3, H, W) float32, normalised with the ImageNet mean/std
+    image        (3, H, W) float32, normalised with the model's mean/std
     label        int
-    boxes        (K, 4) float32 xyxy in pixels of this image (K = 0 when the split has none)
+    boxes        (K, 4) float32 xyxy in pixels of this image (K = 0 when the split has none); test items,
+                 and training items of a dataset built with train_boxes=True
     image_id     str
     mask         (H, W) bool foreground        (with_masks=True)
     ignore       (H, W) bool ignore region     (with_masks=True, OpenImages)
     image_resized (3, R, R) float32            (tencrop=True: the resized image before the crop)
 
-Train boxes follow the random crop and flip through ``tv_tensors.BoundingBoxes``; test boxes are
-computed by the protocol's exact formula (`satlib.data.transforms`).
+Test boxes are computed by the protocol's exact formula (`satlib.data.transforms`); training never
+reads boxes, so a training item carries them (through the random crop and flip, as tv_tensors) only
+when the dataset is built with `train_boxes=True` (figures, tests).
+
+Loading is two steps, so that loaders can do the second once per batch: `sample(key)` reads one
+record (bytes, decoded image or not, masks, checks) and `finish_batch(samples)` resizes, crops,
+flips and normalises a batch of decoded images wherever they lie (a loader worker's CPU, the GPU).
+`dataset[key]` is both for one item.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from satlib.data import cub, imagenet, metadata
-from satlib.data.io import decode_mask, decode_rgb, image_size, read_bytes
+from satlib.data.io import decode_mask, decode_rgb, image_size, jpeg_header, read_bytes
 from satlib.data.records import DataError, Problems, Record, boxes_outside, log
 from satlib.data.subsets import few_shot_indices
 from satlib.data.synthetic import ensure_synthetic_dataset
 from satlib.data.transforms import (
     IMAGENET,
     Normalization,
+    centre_offset,
     check_protocol,
-    resized_transform,
+    crop_and_flip,
+    draw_crop,
+    normalized,
+    resize_each,
     test_boxes,
-    test_transform,
-    train_transform,
+    test_geometry,
+    train_geometry,
 )
 
 DATASETS = ("cub", "imagenet", "openimages", "synthetic")
@@ -51,7 +63,7 @@ class WSOLDataset(Dataset):
                  resize_size: int = 256, protocol: str = "sat", with_masks: bool = False,
                  tencrop: bool = False, mask_threshold: int = 127, class_names: Sequence[str] = (),
                  problems: Problems | None = None, name: str = "", hflip: bool = True,
-                 normalization: Normalization = IMAGENET):
+                 normalization: Normalization = IMAGENET, train_boxes: bool = False):
         check_protocol(protocol)
         if img_size > resize_size and (train or protocol == "sat"):
             raise ValueError(f"img_size {img_size} is larger than resize_size {resize_size}")
@@ -63,10 +75,9 @@ class WSOLDataset(Dataset):
         self.with_masks, self.tencrop, self.mask_threshold = with_masks, tencrop, mask_threshold
         self.problems = problems if problems is not None else Problems()
         self.normalization = normalization  # (mean, std): what `denormalize` needs to show an item
-        self.transform = train_transform(img_size, resize_size, hflip, normalization=normalization) if train \
-            else test_transform(img_size, resize_size, protocol, normalization=normalization)
-        self.resized = resized_transform(resize_size, normalization=normalization) if tencrop else None
-        self.deferred_decode = False  # set by a device loader: items carry encoded bytes
+        self.hflip, self.train_boxes = hflip, train_boxes
+        self.deferred_finish = False  # set by a loader that finishes whole batches: dataset[key] is `sample(key)`
+        self.deferred_decode = False  # ... and decodes them on a device: JPEGs stay encoded bytes
 
     # -- bookkeeping -------------------------------------------------------------------------
     @property
@@ -122,58 +133,95 @@ class WSOLDataset(Dataset):
         self.records = kept
 
     # -- loading -----------------------------------------------------------------------------
-    def __getitem__(self, index: int) -> dict | None:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict | None:
+        """Item `key`: an index, or (index, seed) from a `SeededSampler` (the random crop and flip draw from that
+        seed, not from the process's generator). A loader that finishes batches gets the sample instead."""
+        sample = self.sample(key)
+        if sample is None or self.deferred_finish or self.deferred_decode:
+            return sample
+        return unbatch(self.finish_batch([sample]))
+
+    def sample(self, key: int | tuple[int, int]) -> dict | None:
+        """Record `key` read and checked, not transformed: record, seed, (w, h) size, masks, and the image
+        decoded (3, h, w) uint8 on the CPU, or with `deferred_decode` a JPEG nvJPEG decodes left as bytes
+        ("data"). A bad file raises a DataError naming it, or under skip_bad is logged and gives None."""
+        index, seed = key if isinstance(key, tuple) else (key, None)
         record = self.records[index]
         try:
-            sample = self.load(record)
-            if self.deferred_decode:
-                return sample
-            sample["image"] = decode_rgb(sample.pop("data"), record.path, record.source)
-            return self.finish(sample)
+            sample = {"record": record, "seed": seed}
+            data = read_bytes(record.path, record.source)
+            header = jpeg_header(data) if self.deferred_decode else None
+            if header is not None and header.device_decodable:
+                sample["data"], sample["size"] = data, (header.width, header.height)
+            else:  # decoded here: on the CPU (a worker's), also what nvJPEG cannot decode (CMYK, progressive, PNG)
+                sample["image"] = decode_rgb(data, record.path, record.source)
+                sample["size"] = tuple(sample["image"].shape[:0:-1])
+            self._check_record(record, *sample["size"])
+            if self.with_masks:
+                sample["mask"], sample["ignore"] = self._load_masks(record, sample["size"])
+            return sample
         except DataError as err:
             if not self.skip_bad:
                 raise
             log.warning("skipped while loading: %s", err)
             return None
 
-    def load(self, record: Record) -> dict:
-        """Encoded image bytes plus label, boxes and decoded masks of one record (no image decode)."""
-        sample = {"record": record, "data": read_bytes(record.path, record.source)}
-        if self.with_masks:
-            sample["mask"], sample["ignore"] = self._load_masks(record)
-        return sample
+    def finish_batch(self, samples: list[dict], *, out: torch.Tensor | None = None) -> dict:
+        """Decoded samples (images (3, h, w) uint8, all on one device) -> a batch (`satlib.data.loader`'s keys).
 
-    def finish(self, sample: dict) -> dict:
-        """Decoded sample -> item: size and box checks, transform, test boxes by the exact formula."""
-        record: Record = sample["record"]
-        image = sample["image"]
-        h, w = image.shape[-2:]
-        self._check_record(record, w, h)
-        inputs = {"image": tv_tensors.Image(image)}
-        boxes = torch.tensor(record.boxes, dtype=torch.float32).reshape(-1, 4)
+        Per-pixel work runs once for the batch on the images' device: one resize per distinct image size,
+        then the crops, flips and normalisation of the whole batch; `out` receives the (B, 3, crop, crop)
+        float32 images (a loader worker passes shared memory). Labels, boxes and masks stay on the CPU.
+        """
+        records = [s["record"] for s in samples]
+        batch = {"labels": torch.tensor([r.label for r in records], dtype=torch.long),
+                 "image_ids": [r.image_id for r in records]}
+        images = [s["image"] for s in samples]
         if self.train:
-            inputs["boxes"] = tv_tensors.BoundingBoxes(boxes.to(image.device), format="XYXY",
-                                                       canvas_size=(h, w))
-        if self.with_masks:
-            for key in ("mask", "ignore"):
-                if sample[key].shape != (h, w):
-                    raise DataError(f"{record.mask_paths[0] if key == 'mask' else record.ignore_path}: "
-                                    f"{key} is {tuple(sample[key].shape)} but image {record.path} is {(h, w)}")
-                inputs[key] = tv_tensors.Mask(sample[key].to(image.device))
-        out = self.transform(inputs)
-        item = {"image": out["image"].as_subclass(torch.Tensor), "label": record.label,
-                "image_id": record.image_id}
-        if self.train:
-            item["boxes"] = out["boxes"].as_subclass(torch.Tensor).float()
+            crops = [self._crop_of(s) for s in samples]
+            resized = resize_each(images, (self.resize_size, self.resize_size))
+            batch["images"] = normalized(crop_and_flip(resized, crops, self.img_size), self.normalization, out=out)
+            if self.train_boxes:
+                batch["boxes"] = [self._train_boxes(s, crop) for s, crop in zip(samples, crops)]
+            masks = [{k: train_geometry(tv_tensors.Mask(s[k]), self.resize_size, self.img_size, crop)
+                      for k in ("mask", "ignore")} for s, crop in zip(samples, crops)] if self.with_masks else []
         else:
-            item["boxes"] = test_boxes(record.boxes.reshape(-1, 4), (w, h), self.img_size,
-                                       self.resize_size, self.protocol).to(image.device)
-        if self.with_masks:
-            item["mask"] = out["mask"].as_subclass(torch.Tensor) > 0
-            item["ignore"] = out["ignore"].as_subclass(torch.Tensor) > 0
-        if self.resized is not None:
-            item["image_resized"] = self.resized(tv_tensors.Image(image)).as_subclass(torch.Tensor)
-        return item
+            batch.update(self._test_images(images, out))
+            batch["boxes"] = [test_boxes(s["record"].boxes.reshape(-1, 4), s["size"], self.img_size,
+                                         self.resize_size, self.protocol) for s in samples]
+            masks = [{k: test_geometry(tv_tensors.Mask(s[k]), self.img_size, self.resize_size, self.protocol)
+                      for k in ("mask", "ignore")} for s in samples] if self.with_masks else []
+        if masks:
+            batch["masks"] = torch.stack([m["mask"].as_subclass(torch.Tensor) > 0 for m in masks])
+            batch["ignores"] = torch.stack([m["ignore"].as_subclass(torch.Tensor) > 0 for m in masks])
+        return batch
+
+    def _crop_of(self, sample: dict) -> tuple[int, int, bool]:
+        with augmentation_rng(sample.get("seed")):
+            return draw_crop(self.resize_size, self.img_size, self.hflip)
+
+    def _train_boxes(self, sample: dict, crop: tuple[int, int, bool]) -> torch.Tensor:
+        """The record's boxes through the random crop and flip (train_boxes=True), (K, 4) float32."""
+        w, h = sample["size"]
+        boxes = tv_tensors.BoundingBoxes(torch.tensor(sample["record"].boxes, dtype=torch.float32).reshape(-1, 4),
+                                         format="XYXY", canvas_size=(h, w))
+        return train_geometry(boxes, self.resize_size, self.img_size, crop).as_subclass(torch.Tensor).float()
+
+    def _test_images(self, images: list[torch.Tensor], out: torch.Tensor | None) -> dict:
+        """"images" (and with ten-crop "images_resized") of a test batch: "sat" resizes once to R x R and cuts the
+        centre crop from it (ten-crop's resized image is that same resize), "wsoleval" resizes to the crop."""
+        c, R = self.img_size, self.resize_size
+        if self.protocol == "wsoleval":
+            found = {"images": normalized(resize_each(images, (c, c)), self.normalization, out=out)}
+            if self.tencrop:
+                found["images_resized"] = normalized(resize_each(images, (R, R)), self.normalization)
+            return found
+        resized, at = resize_each(images, (R, R)), centre_offset(R, c)
+        if not self.tencrop:
+            return {"images": normalized(resized[..., at:at + c, at:at + c], self.normalization, out=out)}
+        whole = normalized(resized, self.normalization)  # normalising is per pixel: crop after, same bits
+        crop = whole[..., at:at + c, at:at + c]
+        return {"images": out.copy_(crop) if out is not None else crop.contiguous(), "images_resized": whole}
 
     def targets(self, index: int) -> dict:
         """What scoring a map of test item `index` needs, without decoding its image: label, image_id,
@@ -207,8 +255,9 @@ class WSOLDataset(Dataset):
         if message:
             raise DataError(message)
 
-    def _load_masks(self, record: Record) -> tuple[torch.Tensor, torch.Tensor]:
-        """Union of the record's masks (> threshold) and its ignore region (ignore minus foreground), uint8."""
+    def _load_masks(self, record: Record, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Union of the record's masks (> threshold) and its ignore region (ignore minus foreground), uint8,
+        each checked against the image's (w, h) `size`."""
         if not record.mask_paths:
             raise DataError(f"{record.source}: no mask listed for {record.image_id!r} (with_masks=True)")
         fg = None
@@ -225,7 +274,32 @@ class WSOLDataset(Dataset):
                 raise DataError(f"{record.ignore_path}: ignore mask is {tuple(ignore.shape)}, "
                                 f"foreground of {record.image_id!r} is {tuple(fg.shape)}")
             ignore = ignore & ~fg
+        w, h = size
+        if fg.shape != (h, w):
+            raise DataError(f"{record.mask_paths[0]}: mask is {tuple(fg.shape)} but image {record.path} is {(h, w)}")
         return fg.to(torch.uint8), ignore.to(torch.uint8)
+
+
+def unbatch(batch: dict) -> dict:
+    """A batch of one (`finish_batch`) -> that item (the module docstring's keys)."""
+    item = {"image": batch["images"][0], "label": int(batch["labels"][0]), "image_id": batch["image_ids"][0]}
+    for key, item_key in (("boxes", "boxes"), ("masks", "mask"), ("ignores", "ignore"),
+                          ("images_resized", "image_resized")):
+        if key in batch:
+            item[item_key] = batch[key][0]
+    return item
+
+
+@contextlib.contextmanager
+def augmentation_rng(seed: int | None) -> Iterator[None]:
+    """Inside the block torch's CPU generator (where the random transforms draw) is seeded `seed`; after it,
+    as it was. Nothing when `seed` is None."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
 
 
 def build_dataset(name: str, root: str | Path, split: str, *, img_size: int | None = None,
@@ -233,7 +307,7 @@ def build_dataset(name: str, root: str | Path, split: str, *, img_size: int | No
                   seed: int = 0, skip_bad: bool = False, with_masks: bool = False, tencrop: bool = False,
                   train: bool | None = None, source: str = "auto",
                   metadata_root: str | Path | None = None, hflip: bool = True,
-                  normalization: Normalization = IMAGENET) -> WSOLDataset:
+                  normalization: Normalization = IMAGENET, train_boxes: bool = False) -> WSOLDataset:
     """Build a dataset by name ("cub", "imagenet", "openimages", "synthetic") and split.
 
     Args:
@@ -253,6 +327,8 @@ def build_dataset(name: str, root: str | Path, split: str, *, img_size: int | No
         metadata_root: folder holding <split>/image_ids.txt ...; None -> root/metadata.
         hflip: random horizontal flips in the train transform (official: on).
         normalization: (mean, std) of the images the model expects (ImageNet's; CLIP backbones differ).
+        train_boxes: training items carry their boxes through the random crop and flip (figures, tests;
+            training never reads them, so by default they are not computed).
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")
@@ -273,7 +349,7 @@ def build_dataset(name: str, root: str | Path, split: str, *, img_size: int | No
                           img_size=img_size, resize_size=resize_size, protocol=protocol,
                           with_masks=with_masks, tencrop=tencrop, mask_threshold=mask_threshold,
                           class_names=classes, problems=problems, name=name, hflip=hflip,
-                          normalization=normalization)
+                          normalization=normalization, train_boxes=train_boxes)
     if skip_bad:  # before the few-shot draw, so a subset still has per_class good images
         dataset.check_images()
     if per_class is not None:

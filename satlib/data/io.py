@@ -5,6 +5,7 @@ from __future__ import annotations
 import io as _io
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,51 @@ def read_bytes(path: Path, where: str = "") -> torch.Tensor:
         raise DataError(f"{path}: image file missing" + (f" (listed at {where})" if where else ""))
     with _quiet():
         return read_file(str(path))
+
+
+@dataclass(frozen=True)
+class JpegHeader:
+    """What a JPEG's frame header says: size, colour components and coding."""
+
+    width: int
+    height: int
+    components: int  # 1 grey, 3 YCbCr, 4 CMYK/YCCK
+    baseline: bool  # sequential Huffman (SOF0/SOF1); progressive and arithmetic coding are not
+
+    @property
+    def device_decodable(self) -> bool:
+        """Whether the batched nvJPEG call takes it: baseline, grey or colour (not CMYK, not progressive)."""
+        return self.baseline and self.components in (1, 3)
+
+
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}  # start-of-frame markers
+
+
+def jpeg_header(data: torch.Tensor) -> JpegHeader | None:
+    """The frame header of encoded JPEG bytes (1-D uint8), read by walking the marker segments; None when the
+    bytes are not a JPEG or end before a frame header."""
+    raw = data.numpy().tobytes() if isinstance(data, torch.Tensor) else bytes(data)
+    if not raw.startswith(JPEG_MAGIC):
+        return None
+    at = 2
+    while at + 4 <= len(raw):
+        if raw[at] != 0xFF:
+            return None
+        marker = raw[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker == 0xD8 or 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            at += 2
+            continue
+        length = int.from_bytes(raw[at + 2:at + 4], "big")
+        if marker in _SOF:
+            if at + 10 > len(raw):
+                return None
+            height, width = int.from_bytes(raw[at + 5:at + 7], "big"), int.from_bytes(raw[at + 7:at + 9], "big")
+            return JpegHeader(width, height, raw[at + 9], marker in (0xC0, 0xC1))
+        at += 2 + length
+    return None
 
 
 def is_jpeg(data: torch.Tensor) -> bool:

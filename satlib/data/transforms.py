@@ -15,7 +15,13 @@ Two test protocols, both documented here because they move boxes differently:
   :func:`resize_boxes_wsoleval`, i.e. ``int(x0 * crop / w)`` (no clipping).
 
 Training is the same for both: ``Resize((R, R)) -> RandomCrop(crop) -> RandomHorizontalFlip``, boxes
-and masks following through ``tv_tensors``. Images are normalised with the ImageNet mean and std.
+(when asked for) and masks following through ``tv_tensors``. Images are normalised with the model's mean
+and std (ImageNet's by default).
+
+The pipelines are written for a batch (`resize_each`, `crop_and_flip`, `normalized`): images of one size
+are resized in one call, then the crops, flips and the normalisation run once for the whole batch, on
+the CPU in a loader worker or on the GPU after a batched nvJPEG decode (`satlib.data.loader`). Each step
+gives the bits torchvision's v2 transforms give one image.
 """
 
 from __future__ import annotations
@@ -77,34 +83,83 @@ Normalization = tuple[Sequence[float], Sequence[float]]  # (mean, std) per RGB c
 IMAGENET = (IMAGENET_MEAN, IMAGENET_STD)
 
 
-def _to_float_normalized(normalization: Normalization) -> list[v2.Transform]:
+def resize_each(images: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    """(3, h_i, w_i) uint8 images on one device -> (B, 3, *size) uint8, antialiased bilinear (v2.Resize's).
+
+    The images of one size are resized in one call (a photo set has few distinct sizes), so a batch on
+    a GPU costs a few kernels, not a few per image; each image comes out as alone.
+    """
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        groups.setdefault(tuple(image.shape), []).append(i)
+    resized: list[torch.Tensor | None] = [None] * len(images)
+    for members in groups.values():
+        together = images[members[0]][None] if len(members) == 1 else torch.stack([images[i] for i in members])
+        for i, image in zip(members, v2.functional.resize(together, list(size), antialias=True)):
+            resized[i] = image
+    return torch.stack(resized)
+
+
+def draw_crop(resize_size: int, img_size: int, hflip: bool) -> tuple[int, int, bool]:
+    """(top, left, flip) of one training image's random crop and flip, drawn from torch's CPU generator as
+    v2.RandomCrop and v2.RandomHorizontalFlip draw them (same order, no draw for a crop of the full side)."""
+    room = resize_size - img_size + 1
+    top = int(torch.randint(0, room, size=())) if room > 1 else 0
+    left = int(torch.randint(0, room, size=())) if room > 1 else 0
+    flip = hflip and bool(torch.rand(1) < 0.5)
+    return top, left, flip
+
+
+def crop_and_flip(images: torch.Tensor, crops: Sequence[tuple[int, int, bool]], img_size: int) -> torch.Tensor:
+    """(B, C, R, R) -> (B, C, img_size, img_size): image b's crop at crops[b] = (top, left, flip)."""
+    cut = [image[:, top:top + img_size, left:left + img_size] for image, (top, left, _) in zip(images, crops)]
+    return torch.stack([piece.flip(-1) if flip else piece for piece, (_, _, flip) in zip(cut, crops)])
+
+
+def centre_offset(resize_size: int, img_size: int) -> int:
+    """Where v2.CenterCrop(img_size) starts in a resize_size side: round((R - crop) / 2)."""
+    return int(round((resize_size - img_size) / 2.0))
+
+
+def normalized(images: torch.Tensor, normalization: Normalization, *, out: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 images (..., 3, H, W) -> float32 (x / 255 - mean) / std, the same bits as v2.ToDtype(scale=True)
+    + v2.Normalize; into `out` (e.g. shared memory) when given. mean/std go to the device once per call's
+    device (`_channel_stats`), with no copy from pageable memory after the first."""
+    mean, std = _channel_stats(normalization, images.device)
+    out = torch.empty(images.shape, dtype=torch.float32, device=images.device) if out is None else out
+    return out.copy_(images).mul_(1.0 / 255).sub_(mean).div_(std)
+
+
+_STATS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _channel_stats(normalization: Normalization, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) as (3, 1, 1) float32 tensors on `device`, made once per normalisation and device."""
     mean, std = normalization
-    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    key = (tuple(mean), tuple(std), str(device))
+    if key not in _STATS:
+        _STATS[key] = tuple(torch.tensor(list(v), dtype=torch.float32).view(3, 1, 1).to(device) for v in (mean, std))
+    return _STATS[key]
 
 
-def train_transform(img_size: int, resize_size: int, hflip: bool = True, *,
-                    normalization: Normalization = IMAGENET) -> v2.Compose:
-    """Official training pipeline: Resize((R, R)) -> RandomCrop(crop) -> RandomHorizontalFlip -> normalise."""
-    flip = [v2.RandomHorizontalFlip()] if hflip else []
-    return v2.Compose([v2.Resize((resize_size, resize_size), antialias=True),
-                       v2.RandomCrop(img_size), *flip, *_to_float_normalized(normalization)])
+def train_geometry(value, resize_size: int, img_size: int, crop: tuple[int, int, bool]):
+    """One image's boxes or mask (a tv_tensor) through the training geometry: Resize((R, R)) -> the crop -> the
+    flip, as v2 moves them (boxes scaled, shifted and clamped; masks nearest)."""
+    top, left, flip = crop
+    value = v2.functional.resize(value, [resize_size, resize_size], antialias=True)
+    value = v2.functional.crop(value, top, left, img_size, img_size)
+    return v2.functional.horizontal_flip(value) if flip else value
 
 
-def test_transform(img_size: int, resize_size: int, protocol: str = "sat", *,
-                   normalization: Normalization = IMAGENET) -> v2.Compose:
-    """Test pipeline: "sat" Resize((R, R)) -> CenterCrop(crop); "wsoleval" Resize((crop, crop))."""
-    check_protocol(protocol)
+def test_geometry(value, img_size: int, resize_size: int, protocol: str):
+    """One test image's mask (a tv_tensor.Mask, nearest) through the protocol's geometry: "sat" Resize((R, R))
+    -> CenterCrop(crop), "wsoleval" Resize((crop, crop))."""
     if protocol == "sat":
-        geometry = [v2.Resize((resize_size, resize_size), antialias=True), v2.CenterCrop(img_size)]
-    else:
-        geometry = [v2.Resize((img_size, img_size), antialias=True)]
-    return v2.Compose([*geometry, *_to_float_normalized(normalization)])
+        return v2.functional.center_crop(v2.functional.resize(value, [resize_size] * 2), [img_size] * 2)
+    return v2.functional.resize(value, [img_size] * 2)
 
 
-def resized_transform(resize_size: int, *, normalization: Normalization = IMAGENET) -> v2.Compose:
-    """The R x R resized, normalised image before the centre crop (the ten-crop input)."""
-    return v2.Compose([v2.Resize((resize_size, resize_size), antialias=True),
-                       *_to_float_normalized(normalization)])
+test_geometry.__test__ = False  # a transform, not a test for pytest to collect
 
 
 def test_boxes(boxes_xyxy, image_wh: tuple[float, float], img_size: int, resize_size: int,

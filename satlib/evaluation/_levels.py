@@ -1,10 +1,12 @@
-"""Numba kernel: wsoleval's resize, normalisation and 8-bit quantisation fused, for maps on the CPU.
+"""Numba kernels: each protocol's normalisation and resize (wsoleval: and 8-bit quantisation) fused, for
+maps on the CPU.
 
 Imported lazily by `satlib.evaluation.thresholds` (numba is slow to import). The arithmetic is
-`satlib.evaluation.normalize.resize_bicubic`'s and `normalize_maps`' (cv2's own float32
-``INTER_CUBIC``, then ``m -= min; m /= max``), followed by `threshold_levels`' ``uint8(255 * m)``,
-operation for operation, so the levels are the same bits; one map at a time, so the float map
-never leaves the cache.
+`satlib.evaluation.normalize`'s, operation for operation, so the levels are the same bits: wsoleval
+`resize_bicubic` and `normalize_maps` (cv2's own float32 ``INTER_CUBIC``, then ``m -= min; m /= max``)
+followed by `threshold_levels`' ``uint8(255 * m)``; SAT min-max normalisation then `resize_bilinear`.
+One map at a time, so the float map never leaves the cache; the caller splits maps over its threads,
+so the evaluator's CPU work runs on threads of its own and none on torch's OpenMP pool.
 """
 
 import numpy as np
@@ -61,3 +63,42 @@ def wsoleval_levels(maps, col_index, col_weight, row_index, row_weight, levels):
             for x in range(W):
                 dst[x] = np.uint8(((out[x] - low) / peak) * f255)
     return levels
+
+
+@njit(cache=True, nogil=True)
+def sat_levels(maps, col_lo, col_hi, col_weight, row_lo, row_hi, row_weight, out):
+    """Raw maps (N, h, w) float32 -> SAT's normalised, resized maps ``out`` (N, H, W) float32, in place.
+
+    ``(m - min) / (max - min + 1e-5)`` in float32, then cv2's bilinear resize along columns, then rows,
+    each output ``a + (b - a) * w`` with the product and sum in float64 and one rounding to float32, as
+    `satlib.evaluation.normalize.resize_bilinear` computes it. Taps from `linear_taps`: lo, hi (n_out,)
+    int64, weight (n_out,) float32.
+    """
+    N, h, w = maps.shape
+    H, W = out.shape[1], out.shape[2]
+    norm = np.empty((h, w), dtype=np.float32)
+    rows = np.empty((h, W), dtype=np.float32)
+    eps = np.float32(1e-5)
+    for m in range(N):
+        raw = maps[m]
+        low = raw[0, 0]
+        high = raw[0, 0]
+        for y in range(h):
+            for x in range(w):
+                low = min(low, raw[y, x])
+                high = max(high, raw[y, x])
+        span = (high - low) + eps
+        for y in range(h):
+            for x in range(w):
+                norm[y, x] = (raw[y, x] - low) / span
+        for y in range(h):
+            for x in range(W):
+                a = norm[y, col_lo[x]]
+                rows[y, x] = np.float32(np.float64(norm[y, col_hi[x]] - a) * np.float64(col_weight[x]) + np.float64(a))
+        for y in range(H):
+            top, bottom, weight = rows[row_lo[y]], rows[row_hi[y]], np.float64(row_weight[y])
+            dst = out[m, y]
+            for x in range(W):
+                a = top[x]
+                dst[x] = np.float32(np.float64(bottom[x] - a) * weight + np.float64(a))
+    return out

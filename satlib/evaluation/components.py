@@ -22,7 +22,9 @@ convention is applied in `satlib.evaluation.boxes`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -301,15 +303,44 @@ def map_extents(values: np.ndarray, cuts: np.ndarray, *, wsoleval: bool, want_al
 
 
 def over_threads(run: Callable[[int, int], Part], count: int, threads: int | None = None) -> list[Part]:
-    """``run(start, stop)`` over `count` maps cut into one contiguous range per thread (default:
-    torch's intra-op thread count) -> each range's result, in order. The numba kernels it runs
-    release the GIL."""
-    threads = max(1, min(count, torch.get_num_threads() if threads is None else threads))
+    """``run(start, stop)`` over `count` maps cut into one contiguous range per thread (default: the
+    evaluator's thread count inside `torch_pool_asleep`, else torch's intra-op thread count) -> each
+    range's result, in order. The numba kernels it runs release the GIL."""
+    threads = threads or _THREADS.get() or torch.get_num_threads()
+    threads = max(1, min(count, threads))
     if threads == 1:
         return [run(0, count)]
     bounds = np.linspace(0, count, threads + 1).astype(int)
     with ThreadPoolExecutor(threads) as pool:
         return list(pool.map(run, bounds[:-1], bounds[1:]))
+
+
+_THREADS: contextvars.ContextVar[int | None] = contextvars.ContextVar("satlib_evaluator_threads", default=None)
+
+
+@contextlib.contextmanager
+def torch_pool_asleep() -> Iterator[int]:
+    """Inside the block torch runs its ops on one thread and the evaluator's CPU work (`over_threads`: the numba
+    levels and trees) on as many threads as torch's intra-op count was; yields that count.
+
+    torch's OpenMP workers keep spinning for a while after each parallel op (libgomp's default wait policy;
+    OMP_WAIT_POLICY=PASSIVE would stop it, but the runtime reads it once, when torch is imported), and
+    spinning beside the numba threads they take the cores those need: 2 threads gave 1.27x one (SAT
+    protocol, idle 2-core machine). With torch on one thread inside the block no parallel op wakes them.
+    Nested blocks keep the outermost count.
+    """
+    outer = _THREADS.get()
+    if outer is not None:
+        yield outer
+        return
+    threads = torch.get_num_threads()
+    token = _THREADS.set(threads)
+    torch.set_num_threads(1)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(threads)
+        _THREADS.reset(token)
 
 
 def _union_find_extents(scores: Tensor, cuts: Tensor, protocol: str, want_all: bool) -> tuple[Tensor, Tensor]:

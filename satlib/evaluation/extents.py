@@ -24,6 +24,7 @@ host), which is how the tests exercise it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,7 +33,7 @@ import torch
 from torch import Tensor
 
 from satlib.evaluation.checks import check_maps, check_protocol, check_thresholds, image_hw
-from satlib.evaluation.components import component_extents, map_extents, resolve_backend
+from satlib.evaluation.components import component_extents, map_extents, resolve_backend, torch_pool_asleep
 from satlib.evaluation.thresholds import checked_map_levels
 
 HOST_CHUNK = 64  # maps per host-path chunk
@@ -57,8 +58,9 @@ def extents_from_maps(maps: Tensor, image_size: int | Sequence[int], thresholds:
     if backend == "host":
         largest, rows = host_extents(maps, size, cuts_at, protocol, want_all=want_all, chunk=chunk)
         return largest.to(maps.device), rows.to(maps.device)
-    scores, cuts = checked_map_levels(maps, size, cuts_at, protocol)
-    return component_extents(scores, cuts, protocol, backend=backend, want_all=want_all)
+    with torch_pool_asleep() if maps.device.type == "cpu" else contextlib.nullcontext():
+        scores, cuts = checked_map_levels(maps, size, cuts_at, protocol)
+        return component_extents(scores, cuts, protocol, backend=backend, want_all=want_all)
 
 
 @dataclass

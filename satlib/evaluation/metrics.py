@@ -28,6 +28,7 @@ the protocol's normalised maps. Ten-crop classification is the caller's choice
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -44,6 +45,7 @@ from satlib.evaluation.checks import (
     check_thresholds,
     image_hw,
 )
+from satlib.evaluation.components import torch_pool_asleep
 from satlib.evaluation.extents import extents_from_maps
 from satlib.evaluation.iou import box_iou, max_iou, pad_gt_boxes
 from satlib.evaluation.masks import PixelAPMeter, check_masks
@@ -121,7 +123,22 @@ class LocalizationEvaluator:
                labels: Tensor | None = None, gt_masks: Tensor | None = None) -> Tensor:
         """Add a batch: maps (B, h, w), per-image GT boxes (K, 4) xyxy in image pixels, optional
         logits (B, classes) with labels (B,), optional masks (B, H, W). Returns the largest box's
-        best IoU with the GT boxes, (B, T) float64. Inputs may require grad (a model's raw output)."""
+        best IoU with the GT boxes, (B, T) float64. Inputs may require grad (a model's raw output).
+
+        CPU maps are scored on threads of the evaluator's own while torch's ops run on one thread
+        (`torch_pool_asleep`), so torch's idle OpenMP workers do not spin beside them."""
+        on_cpu = not isinstance(loc_maps, Tensor) or loc_maps.device.type == "cpu"
+        with torch_pool_asleep() if on_cpu else contextlib.nullcontext():
+            iou, maps, masks = self._score_boxes(loc_maps, gt_boxes, logits, labels, gt_masks)
+        if masks is not None:
+            normalized = normalize_maps(maps, self.image_size, self.protocol)
+            self.pixel_ap.update(normalized, masks.to(normalized.device))
+        self.count += maps.shape[0]
+        self.with_logits, self.with_masks = logits is not None, masks is not None
+        return iou
+
+    def _score_boxes(self, loc_maps, gt_boxes, logits, labels, gt_masks) -> tuple[Tensor, Tensor, Tensor | None]:
+        """`update`'s checks, boxes, IoU and counts: (IoU (B, T), the checked maps, the checked masks or None)."""
         maps = check_maps(loc_maps.detach() if isinstance(loc_maps, Tensor) else loc_maps)
         logits = logits.detach() if isinstance(logits, Tensor) else logits
         B = maps.shape[0]
@@ -149,12 +166,7 @@ class LocalizationEvaluator:
             self.top5_cls += int(hit5.sum())
             self.top1_loc += (hit1.to(iou.device)[:, None] & located).sum(0).cpu()
             self.top5_loc += (hit5.to(iou.device)[:, None] & located).sum(0).cpu()
-        if masks is not None:
-            normalized = normalize_maps(maps, self.image_size, self.protocol)
-            self.pixel_ap.update(normalized, masks.to(normalized.device))
-        self.count += B
-        self.with_logits, self.with_masks = logits is not None, masks is not None
-        return iou
+        return iou, maps, masks
 
     def _any_box_iou(self, rows: Tensor, gt: Tensor, largest_iou: Tensor) -> Tensor:
         """Best IoU over every contour box of each (image, threshold), (M, 7) rows -> (B, T).

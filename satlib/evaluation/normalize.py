@@ -22,7 +22,7 @@ from torch import Tensor
 from satlib.evaluation.checks import check_maps, check_protocol, image_hw
 
 
-def _linear_taps(n_in: int, n_out: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+def linear_taps(n_in: int, n_out: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     """cv2 INTER_LINEAR source taps and weights along one axis: (lo, hi, weight of hi), each (n_out,)."""
     scale = 1.0 / (n_out / n_in)
     pos = ((torch.arange(n_out, dtype=torch.float64, device=device) + 0.5) * scale - 0.5).float()
@@ -49,8 +49,8 @@ def resize_bilinear(maps: Tensor, size: tuple[int, int], chunk: int = 32) -> Ten
     Works `chunk` maps at a time to bound the float64 temporaries.
     """
     H, W = size
-    col_lo, col_hi, col_weight = _linear_taps(maps.shape[-1], W, maps.device)
-    row_lo, row_hi, row_weight = _linear_taps(maps.shape[-2], H, maps.device)
+    col_lo, col_hi, col_weight = linear_taps(maps.shape[-1], W, maps.device)
+    row_lo, row_hi, row_weight = linear_taps(maps.shape[-2], H, maps.device)
     out = torch.empty(maps.shape[0], H, W, dtype=torch.float32, device=maps.device)
     for start in range(0, maps.shape[0], chunk):
         part = maps[start:start + chunk]

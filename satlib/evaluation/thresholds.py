@@ -14,7 +14,7 @@ from torch import Tensor
 
 from satlib.evaluation.checks import check_maps, check_protocol, check_thresholds, image_hw
 from satlib.evaluation.components import over_threads
-from satlib.evaluation.normalize import cubic_taps, normalized_maps
+from satlib.evaluation.normalize import cubic_taps, linear_taps, normalized_maps
 
 SAT_THRESHOLDS = (0.3, 0.35, 0.4, 0.45)  # official train.py sweep (evaluator.py then uses the best one)
 WSOLEVAL_THRESHOLDS = tuple(float(t) for t in np.arange(0, 1, 0.01))  # cam_curve_interval=0.01
@@ -65,9 +65,11 @@ def map_levels(maps: Tensor, image_size: int | Sequence[int], thresholds: Sequen
 def checked_map_levels(maps: Tensor, size: tuple[int, int], thresholds: Tensor, protocol: str,
                        threads: int | None = None) -> tuple[Tensor, Tensor]:
     """`map_levels` of checked float32 maps with float64 thresholds (T,) on their device: no host sync on CUDA."""
-    if protocol == "sat" or maps.device.type != "cpu":
+    if maps.device.type != "cpu":
         return _scores_and_cuts(normalized_maps(maps, size, protocol), thresholds, protocol)
-    # numba: heavy to import (about a second) and compiled on first use, so only a CPU wsoleval sweep loads it
+    if protocol == "sat":
+        return _sat_levels(maps, size, threads), thresholds.float().expand(maps.shape[0], -1)
+    # numba: heavy to import (about a second) and compiled on first use, so only a CPU sweep loads it
     from satlib.evaluation._levels import wsoleval_levels
 
     raw = maps.contiguous().numpy()
@@ -81,3 +83,20 @@ def checked_map_levels(maps: Tensor, size: tuple[int, int], thresholds: Tensor, 
     over_threads(run, len(raw), threads)
     levels = torch.from_numpy(levels)
     return levels, _level_cuts(levels, thresholds)
+
+
+def _sat_levels(maps: Tensor, size: tuple[int, int], threads: int | None) -> Tensor:
+    """SAT's normalised, resized maps of CPU maps (N, h, w) -> (N, H, W) float32: one numba kernel, the bits of
+    `normalized_maps`, maps split over `threads` threads."""
+    from satlib.evaluation._levels import sat_levels
+
+    raw = maps.contiguous().numpy()
+    cols = [t.numpy() for t in linear_taps(raw.shape[2], size[1], maps.device)]  # lo, hi, weight
+    rows = [t.numpy() for t in linear_taps(raw.shape[1], size[0], maps.device)]
+    out = np.empty((raw.shape[0], *size), dtype=np.float32)
+
+    def run(start: int, stop: int) -> None:
+        sat_levels(raw[start:stop], *cols, *rows, out[start:stop])
+
+    over_threads(run, len(raw), threads)
+    return torch.from_numpy(out)

@@ -88,7 +88,8 @@ class ConvHeadViT(FrozenBackboneMixin, nn.Module):
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
-        """Tokens and position embeddings stay out of weight decay (timm's rule, and the official SAT's)."""
+        """Tokens and position embeddings stay out of weight decay (timm's rule; the official SAT defines the same
+        names, but its scripts never read them: see `satlib.train.param_groups`)."""
         names = {"pos_embed", "cls_token", "reg_token", "loc_token", "loc_embed"}
         return names & {name for name, _ in self.named_parameters()}
 

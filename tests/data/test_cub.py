@@ -56,7 +56,8 @@ def test_tencrop_returns_the_resized_image(cub_root):
 def test_train_boxes_follow_random_crop_and_flip(cub_root):
     # blue_1 is a 64x64 coordinate image (red = 2x, green = 2y) with box (0, 0, 63, 31).
     # Resize((64, 64)) is the identity, so the crop offset and the flip can be read off the pixels.
-    train = build_dataset("cub", cub_root, "train", img_size=48, resize_size=64, with_masks=True).select([1])
+    train = build_dataset("cub", cub_root, "train", img_size=48, resize_size=64, with_masks=True,
+                          train_boxes=True).select([1])
     seen_flip = set()
     for seed in range(12):
         torch.manual_seed(seed)
@@ -81,7 +82,7 @@ def test_train_boxes_follow_random_crop_and_flip(cub_root):
 def test_resize_stage_scales_boxes(cub_root):
     # red_1 is 40x30 with box (4, 3, 24, 18); the train pipeline with resize 80 and crop 80 is a pure
     # resize (2x, 8/3y) plus a possible flip: (8, 8, 48, 48) or flipped (32, 8, 72, 48).
-    train = build_dataset("cub", cub_root, "train", img_size=80, resize_size=80)
+    train = build_dataset("cub", cub_root, "train", img_size=80, resize_size=80, train_boxes=True)
     boxes = {tuple(train[0]["boxes"][0].tolist()) for _ in range(16)}
     assert boxes <= {(8.0, 8.0, 48.0, 48.0), (32.0, 8.0, 72.0, 48.0)}
     assert len(boxes) == 2

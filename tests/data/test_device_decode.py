@@ -21,7 +21,7 @@ def standin(tmp_path_factory):
 def device_loader(root, batch_size: int = 3) -> DeviceLoader:
     """What build_loader(decode_device=...) builds, on the CPU: workers read bytes, batches decode together."""
     dataset = copy.copy(build_dataset("cub", root, "train", img_size=64, resize_size=72, hflip=False))
-    dataset.deferred_decode = True
+    dataset.deferred_finish = dataset.deferred_decode = True
     return DeviceLoader(DataLoader(dataset, batch_size=batch_size, collate_fn=list), dataset, "cpu")
 
 
@@ -58,17 +58,66 @@ def test_working_decode_counts_nothing(standin, monkeypatch):
 
 
 @pytest.mark.parametrize("layout", ["cub", "openimages"])
-def test_items_finished_on_the_decode_device_live_there(tmp_path, layout):
-    """The transforms, the test boxes and the masks follow a device-decoded image (on `meta`: no CUDA here)."""
-    from satlib.data.io import decode_rgb
-
+def test_batches_finished_on_the_decode_device_keep_their_pixels_there(tmp_path, layout):
+    """Images decoded on a device are resized, cropped and normalised there (`meta` stands in for CUDA);
+    boxes, labels and masks stay on the CPU, so finishing a batch moves nothing per item."""
     root = make_standin(tmp_path / layout, layout, num_classes=2, per_class=5)
     for split in ("train", "test"):
-        dataset = build_dataset(layout, root, split, img_size=64, resize_size=72, tencrop=True,
+        dataset = build_dataset(layout, root, split, img_size=64, resize_size=72, tencrop=True, train_boxes=True,
                                 with_masks=layout == "openimages" and split == "test")
-        sample = dataset.load(dataset.records[0])  # masks come decoded on the CPU
-        image = decode_rgb(sample.pop("data"))
-        item = dataset.finish({**sample, "image": torch.empty(image.shape, dtype=image.dtype, device="meta")})
-        tensors = {key: value for key, value in item.items() if isinstance(value, torch.Tensor)}
-        assert {"image", "boxes", "image_resized"} <= set(tensors), tensors.keys()
-        assert all(value.device.type == "meta" for value in tensors.values()), (split, tensors.keys())
+        samples = [dataset.sample(i) for i in range(2)]  # decoded on the CPU here, masks too
+        for sample in samples:
+            sample["image"] = torch.empty(sample["image"].shape, dtype=torch.uint8, device="meta")
+        batch = dataset.finish_batch(samples)
+        assert batch["images"].device.type == "meta" and batch["images"].shape == (2, 3, 64, 64)
+        if split == "test":
+            assert batch["images_resized"].device.type == "meta"
+        host = [batch["labels"], *batch["boxes"], *(batch[k] for k in ("masks", "ignores") if k in batch)]
+        assert all(value.device.type == "cpu" for value in host), split
+
+
+def test_jpeg_header_tells_what_nvjpeg_can_decode(tmp_path):
+    """Baseline grey and colour JPEGs go to the batched device call; CMYK and progressive ones, and other
+    formats, are decoded by the workers."""
+    from PIL import Image
+
+    from satlib.data.io import jpeg_header, read_bytes
+
+    def encoded(mode: str, suffix: str = ".jpg", **save) -> torch.Tensor:
+        path = tmp_path / f"{mode}{len(save)}{suffix}"
+        Image.new(mode, (37, 21)).save(path, **save)
+        return read_bytes(path)
+
+    rgb, grey, cmyk = encoded("RGB"), encoded("L"), encoded("CMYK")
+    progressive = encoded("RGB", progressive=True)
+    assert (jpeg_header(rgb).width, jpeg_header(rgb).height) == (37, 21)
+    assert [jpeg_header(d).device_decodable for d in (rgb, grey, cmyk, progressive)] == [True, True, False, False]
+    assert jpeg_header(cmyk).components == 4 and not jpeg_header(progressive).baseline
+    assert jpeg_header(encoded("RGB", ".png")) is None
+
+
+def test_one_cmyk_jpeg_does_not_send_its_batch_to_the_cpu(tmp_path, monkeypatch):
+    """The worker decodes the CMYK file; the batched call decodes the others: nothing falls back, the batch is
+    the CPU loader's."""
+    from PIL import Image
+
+    monkeypatch.setattr(loader_module, "FALLBACKS", DecodeFallbacks())
+    root = make_standin(tmp_path / "cub", "cub", num_classes=2, per_class=5)
+    test = build_dataset("cub", root, "test", img_size=64, resize_size=72)
+    cmyk = test.records[1].path
+    Image.open(cmyk).convert("CMYK").save(cmyk, format="JPEG", quality=95)
+    batched = []
+    real = loader_module.decode_jpegs
+
+    def recorded(datas, device):
+        batched.append(len(datas))
+        return real(datas, device)
+
+    monkeypatch.setattr(loader_module, "decode_jpegs", recorded)
+    deferred = copy.copy(test)
+    deferred.deferred_finish = deferred.deferred_decode = True
+    loader = DeviceLoader(DataLoader(deferred, batch_size=len(test), collate_fn=list), deferred, "cpu")
+    first = next(iter(loader))
+    assert batched == [len(test) - 1] and loader.fallbacks == DecodeFallbacks(batches=0, images=1)
+    expected = next(iter(loader_module.build_loader(test, len(test), train=False, workers=0)))
+    assert torch.equal(first["images"], expected["images"])

@@ -36,7 +36,24 @@ def test_default_workers_leave_a_small_cpu_box_to_the_model(monkeypatch):
     assert default_workers() == 4
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert default_workers() == 7
+
+
+def test_default_workers_use_a_gpu_hosts_cores(monkeypatch):
+    """16 cores, one GPU: 15 workers (not 8); torchrun's processes share the machine's cores; a cap of 32."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr("satlib.data.loader.cpu_count", lambda: 16)
+    assert default_workers() == 15
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # 4 processes on this machine, whatever each one sees
+    monkeypatch.setattr("satlib.data.loader.cpu_count", lambda: 64)
+    assert default_workers() == 15
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    monkeypatch.setattr("satlib.data.loader.cpu_count", lambda: 128)
+    assert default_workers() == 32
 
 
 def test_train_loader_is_seeded_and_drops_the_last_partial_batch(cub_root):
@@ -114,3 +131,42 @@ def test_device_loader_decodes_on_cuda(tmp_path):
     # nvJPEG and libjpeg may differ by a few levels per pixel
     assert (batch["images"].cpu() - expected["images"]).abs().max() < 0.2
     assert [b.cpu().tolist() for b in batch["boxes"]] == [b.tolist() for b in expected["boxes"]]
+
+
+def test_a_worker_finishes_its_batch_straight_into_shared_memory(tmp_path, monkeypatch):
+    """A worker's batch is made once, in shared memory (no private stack copied again to send it), and holds
+    what the items hold."""
+    from satlib.data import loader as loader_module
+
+    root = make_imagenet(tmp_path / "ILSVRC")
+    test = build_dataset("imagenet", root, "test", img_size=32, resize_size=40)
+    samples = [test.sample(i) for i in range(len(test))]
+    alone = loader_module.FinishBatches(test)(samples)
+    monkeypatch.setattr(loader_module, "get_worker_info", lambda: object())  # as inside a loader worker
+    in_worker = loader_module.FinishBatches(test)(samples)
+    assert in_worker["images"].is_shared() and not alone["images"].is_shared()
+    assert torch.equal(in_worker["images"], collate([test[i] for i in range(len(test))])["images"])
+
+
+@pytest.mark.parametrize("protocol", ["sat", "wsoleval"])
+def test_a_batch_is_its_items_and_ten_crop_resizes_once(tmp_path, monkeypatch, protocol):
+    """Finishing a batch at once gives each item's bits (crops and flips from each image's seed); under the
+    SAT protocol the ten-crop input and the centre crop come from one resize."""
+    from satlib.data import dataset as dataset_module
+    from satlib.data.loader import FinishBatches, augmentation_seed
+
+    root = make_imagenet(tmp_path / "ILSVRC")
+    train = build_dataset("imagenet", root, "train", img_size=16, resize_size=20, train_boxes=True)
+    keys = [(i, augmentation_seed(3, 1, i)) for i in range(len(train))]
+    batch = FinishBatches(train)([train.sample(key) for key in keys])
+    items = collate([train[key] for key in keys])
+    assert torch.equal(batch["images"], items["images"])
+    assert [b.tolist() for b in batch["boxes"]] == [b.tolist() for b in items["boxes"]]
+    resizes = []
+    real = dataset_module.resize_each
+    monkeypatch.setattr(dataset_module, "resize_each", lambda images, size: resizes.append(size) or real(images, size))
+    test = build_dataset("imagenet", root, "test", img_size=32, resize_size=40, tencrop=True, protocol=protocol)
+    batch = FinishBatches(test)([test.sample(i) for i in range(len(test))])
+    assert resizes == ([(40, 40)] if protocol == "sat" else [(32, 32), (40, 40)])
+    if protocol == "sat":
+        assert torch.equal(batch["images"], batch["images_resized"][..., 4:36, 4:36])

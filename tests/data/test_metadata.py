@@ -34,7 +34,9 @@ def test_imagenet_train_class_folders(tmp_path):
     assert train.labels == [0] * 4 + [1] + [2] * 3
     assert train.records[4].image_id == "train/n01443537/n01443537_0.JPEG"
     item = train[4]
-    assert item["image"].shape == (3, 16, 16) and item["boxes"].shape == (0, 4)
+    assert item["image"].shape == (3, 16, 16) and "boxes" not in item  # training never reads boxes
+    with_boxes = build_dataset("imagenet", root, "train", img_size=16, resize_size=20, train_boxes=True)
+    assert with_boxes[4]["boxes"].shape == (0, 4)  # class folders have none
 
 
 def test_openimages_masks_and_ignore(tmp_path):

@@ -42,7 +42,7 @@ def test_threshold_levels_follow_the_maps_device():
 
 @pytest.mark.parametrize("shape,size", [((14, 14), (224, 224)), ((9, 11), (30, 37)), ((8, 8), (24, 24))])
 def test_cpu_levels_kernel_gives_the_torch_ops_bits(shape, size):
-    """map_levels' fused numba kernel (wsoleval maps on the CPU) = normalize_maps then threshold_levels."""
+    """map_levels' fused numba kernels (maps on the CPU, both protocols) = normalize_maps then threshold_levels."""
     maps = smooth_maps(30, seed=4, size=shape)  # plateaus, constant and rough maps among them
     torch_ops = threshold_levels(normalize_maps(maps, size, "wsoleval"), WSOLEVAL_THRESHOLDS, "wsoleval")
     for threads in (1, 3):
@@ -52,3 +52,30 @@ def test_cpu_levels_kernel_gives_the_torch_ops_bits(shape, size):
     sat = map_levels(maps, size, SAT_THRESHOLDS, "sat")
     expected = threshold_levels(normalize_maps(maps, size, "sat"), SAT_THRESHOLDS, "sat")
     assert torch.equal(sat[0], expected[0]) and torch.equal(sat[1], expected[1])
+
+
+def test_cpu_evaluation_leaves_torchs_pool_asleep_and_threads_its_own_work(monkeypatch):
+    """While the evaluator scores CPU maps, torch runs on one thread (no parallel op wakes its OpenMP workers,
+    which would spin beside the numba threads) and the numba work is split over torch's former thread count;
+    after it, torch's count is as it was."""
+    from satlib.evaluation import LocalizationEvaluator, components, thresholds
+
+    seen = []
+    real = components.over_threads
+
+    def recorded(run, count, threads=None):
+        seen.append((torch.get_num_threads(), threads or components._THREADS.get()))
+        return real(run, count, threads)
+
+    monkeypatch.setattr(components, "over_threads", recorded)
+    monkeypatch.setattr(thresholds, "over_threads", recorded)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        for protocol in ("sat", "wsoleval"):
+            evaluator = LocalizationEvaluator(image_size=56, protocol=protocol)
+            evaluator.update(smooth_maps(6, seed=1), [torch.tensor([[4.0, 4.0, 30.0, 30.0]])] * 6)
+            assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    assert len(seen) == 4 and all(entry == (1, 3) for entry in seen), seen  # levels and trees, each protocol

@@ -1,4 +1,10 @@
-"""Section "model": the training step of each model configuration (bench_model), FLOPs and ratios."""
+"""Section "model": SAT's training step in each attention path and precision (bench_model), FLOPs and ratios.
+
+The 2 x 2 first, explicit / fused ("sdpa") attention x fp32 / bf16, alternating in rounds (fp32 is
+full fp32: TF32 off); then the fused bf16 step compiled, under `train.deterministic`, and a plain timm
+DeiT-S in bf16. A step is what train() takes: forward, SATLoss, backward and AdamW's step. Each has its
+images/s and its peak memory above the resident weights.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +18,15 @@ import bench_model
 from _common import fmt, ratio
 from suite.harness import Suite
 
-MODEL_EAGER = (bench_model.Config("SAT explicit fp32", "sat", "explicit", "fp32"),
-               bench_model.Config("SAT sdpa bf16", "sat", "sdpa", "bf16"),
-               bench_model.Config("DeiT-S bf16 (timm)", "deit", "sdpa", "bf16"))
-MODEL_COMPILED = bench_model.Config("SAT sdpa bf16 + compile", "sat", "sdpa", "bf16", compile=True)
+STEP = dict(optimizer=True)  # forward + backward + optimizer
+PATHS, PRECISIONS = ("explicit", "sdpa"), ("fp32", "bf16")
+MODEL_GRID = tuple(bench_model.Config(f"SAT {path} {dtype}", "sat", path, dtype, **STEP)
+                   for dtype in PRECISIONS for path in PATHS)
+MODEL_COMPILED = bench_model.Config("SAT sdpa bf16 + compile", "sat", "sdpa", "bf16", compile=True, **STEP)
+MODEL_DETERMINISTIC = bench_model.Config("SAT sdpa bf16, deterministic", "sat", "sdpa", "bf16", deterministic=True,
+                                         **STEP)
+MODEL_DEIT = bench_model.Config("DeiT-S bf16 (timm)", "deit", "sdpa", "bf16", **STEP)
+MODEL_EAGER = (*MODEL_GRID, MODEL_DETERMINISTIC, MODEL_DEIT)  # timed side by side; the compiled one after them
 
 
 def model_args(suite: Suite, batch: int, classes: int, **extra: str | int) -> argparse.Namespace:
@@ -39,41 +50,63 @@ def gflop_per_image(args: argparse.Namespace, config: bench_model.Config) -> flo
 
 
 def section_model(suite: Suite, results: dict) -> None:
-    """Eager configurations side by side in alternating rounds, then the compiled one."""
+    """The eager configurations side by side in alternating rounds, then the compiled one (its compilation
+    cannot take the eager figures with it); the 2 x 2 printed first."""
     s = suite.sizes
     args = model_args(suite, s.model_batch, suite.sizes.cub_classes)
     results.update(model=s.model, batch=s.model_batch, img_size=s.img_size, classes=args.num_classes,
-                   configs={})
+                   step="forward + SATLoss + backward + AdamW", configs={})
     tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 for the explicit baseline
+    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32
     try:
-        results["gflop_per_image"] = {"sat": gflop_per_image(args, MODEL_EAGER[1]),
-                                      "deit": gflop_per_image(args, MODEL_EAGER[2])}
+        results["gflop_per_image"] = {"sat": gflop_per_image(args, MODEL_GRID[1]),
+                                      "deit": gflop_per_image(args, MODEL_DEIT)}
         for configs in (MODEL_EAGER, (MODEL_COMPILED,)):
-            measured = bench_model.measure(args, list(configs))
-            for label, row in measured.items():
+            for label, row in bench_model.measure(args, list(configs)).items():
                 flops = results["gflop_per_image"][row["kind"]]
                 results["configs"][label] = {
                     "ms_per_step": row["ms_per_step"], "images_per_s": row["images_per_s"],
                     "peak_mb": row["peak_mb"], "tflops": flops * row["images_per_s"] / 1e3,
                     "ms_per_step_rounds": row["ms_per_step_rounds"]}
-                print(f"   {label:<26} {row['images_per_s']:>8.0f} img/s  peak {fmt(row['peak_mb'], '.0f')} MiB",
-                      flush=True)
+            if configs is MODEL_EAGER:
+                print("\n".join("   " + line for line in grid_lines(results["configs"])), flush=True)
             results["ratios"] = model_ratios(results["configs"])
+        for label in (MODEL_COMPILED.label, MODEL_DETERMINISTIC.label, MODEL_DEIT.label):
+            row = results["configs"][label]
+            print(f"   {label:<30} {row['images_per_s']:>8.0f} img/s  peak {fmt(row['peak_mb'], '.0f')} MiB",
+                  flush=True)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
+def grid_lines(configs: dict) -> list[str]:
+    """The 2 x 2 as text: a row per attention path, images/s and peak MiB per precision."""
+    lines = [f"{'attention':<10}" + "".join(f"{d + ' img/s':>12}{d + ' peak MiB':>16}" for d in PRECISIONS)]
+    for path in PATHS:
+        cells = [configs.get(f"SAT {path} {dtype}", {}) for dtype in PRECISIONS]
+        lines.append(f"{path:<10}" + "".join(f"{fmt(c.get('images_per_s'), '.0f'):>12}"
+                                           f"{fmt(c.get('peak_mb'), '.0f'):>16}" for c in cells))
+    return lines
+
+
 def model_ratios(configs: dict) -> dict:
-    """Speed-up and memory of the bf16 paths over explicit fp32, and SAT's time over plain DeiT-S."""
-    base = configs.get("SAT explicit fp32", {})
+    """Each step of the 2 x 2 against explicit fp32; fused over explicit at each precision; compiling, the
+    deterministic kernels' cost, and SAT's time over plain DeiT-S."""
+    get = lambda label, key: configs.get(label, {}).get(key)  # noqa: E731
+    base = "SAT explicit fp32"
     out = {}
-    for label, key in (("SAT sdpa bf16", "bf16"), ("SAT sdpa bf16 + compile", "bf16_compile")):
-        row = configs.get(label, {})
-        out[f"{key}_speedup_vs_fp32"] = ratio(row.get("images_per_s"), base.get("images_per_s"))
-        out[f"{key}_memory_vs_fp32"] = ratio(row.get("peak_mb"), base.get("peak_mb"))
-    deit = configs.get("DeiT-S bf16 (timm)", {})
-    out["sat_time_vs_deit"] = ratio(configs.get("SAT sdpa bf16", {}).get("ms_per_step"), deit.get("ms_per_step"))
-    out["sat_compile_time_vs_deit"] = ratio(configs.get("SAT sdpa bf16 + compile", {}).get("ms_per_step"),
-                                            deit.get("ms_per_step"))
+    for label, key in (("SAT sdpa fp32", "sdpa_fp32"), ("SAT explicit bf16", "explicit_bf16"),
+                       ("SAT sdpa bf16", "bf16"), (MODEL_COMPILED.label, "bf16_compile")):
+        out[f"{key}_speedup_vs_fp32"] = ratio(get(label, "images_per_s"), get(base, "images_per_s"))
+        out[f"{key}_memory_vs_fp32"] = ratio(get(label, "peak_mb"), get(base, "peak_mb"))
+    for dtype in PRECISIONS:
+        out[f"sdpa_over_explicit_{dtype}"] = ratio(get(f"SAT sdpa {dtype}", "images_per_s"),
+                                                   get(f"SAT explicit {dtype}", "images_per_s"))
+    out["compile_over_eager_bf16"] = ratio(get(MODEL_COMPILED.label, "images_per_s"),
+                                           get("SAT sdpa bf16", "images_per_s"))
+    out["deterministic_time_vs_default"] = ratio(get(MODEL_DETERMINISTIC.label, "ms_per_step"),
+                                                 get("SAT sdpa bf16", "ms_per_step"))
+    out["sat_time_vs_deit"] = ratio(get("SAT sdpa bf16", "ms_per_step"), get(MODEL_DEIT.label, "ms_per_step"))
+    out["sat_compile_time_vs_deit"] = ratio(get(MODEL_COMPILED.label, "ms_per_step"),
+                                            get(MODEL_DEIT.label, "ms_per_step"))
     return out
