@@ -20,6 +20,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -57,7 +58,7 @@ def run_seed(config: str, seed: int, out: Path, overrides: list[str]) -> dict:
 
 def record(name: str, entry: dict, seed: int, summary: dict) -> None:
     """Add one seed's summary to bench/evidence.json under `name` (locked: several drivers may run at once)."""
-    with open(RESULTS.with_suffix(".lock"), "w") as lock:
+    with open(Path(tempfile.gettempdir()) / "satlib-evidence.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
         stored = results.setdefault(name, {**entry, "seeds": {}})
