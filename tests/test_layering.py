@@ -10,7 +10,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SATLIB = ROOT / "satlib"
-DRIVERS = {"train.py", "cli.py", "demo.py", "notebook.py"}  # the loop itself and what runs it (the book's runs too)
+DRIVERS = {"train.py", "cli.py", "demo.py", "notebook.py",  # the loop itself and what runs it (the book's runs too,
+           "pretrained/__main__.py"}  # the stand-in backbone's pretraining)
 # the loop, its schedules, and the two functions chapter 4 prints as the source of one training step
 BOOK_MAY_IMPORT_FROM_TRAIN = {"train", "learning_rate", "constraint_ramp", "run_epoch", "optimizer_step"}
 
