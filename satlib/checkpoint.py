@@ -48,16 +48,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def build_model(config: Config, num_classes: int | None = None, *, with_pretrained: bool = True) -> torch.nn.Module:
     """The model `config.model` describes for `config.data.img_size` inputs (num_classes overrides the config's).
 
-    `model.pretrained` loads backbone weights ("timm": the variant's own, else a local file) unless
+    `model.pretrained` loads backbone weights ("timm": the variant's own, else a local file, or one shipped in
+    satlib/pretrained by its name: `satlib.pretrained.resolve_weights`) unless
     `with_pretrained=False` (a checkpoint's weights are about to replace them). Under SATLIB_SMOKE "timm"
     is skipped with a warning: random init, nothing downloaded (a local file still loads).
     """
     from satlib.models import create_model
+    from satlib.pretrained import resolve_weights
 
     m = config.model
     pretrained: bool | str = False
     if with_pretrained and m.pretrained:
-        pretrained = True if m.pretrained == "timm" else m.pretrained
+        pretrained = True if m.pretrained == "timm" else resolve_weights(m.pretrained)
     if pretrained is True and work_limits().random_init:
         warnings.warn(f"{SMOKE_ENV}=1: model.pretrained=timm skipped, {m.name} starts from random weights "
                       f"(nothing is downloaded; a smoke run checks code paths, not results)", stacklevel=2)

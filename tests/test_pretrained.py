@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from satlib.config import load_config
 from satlib.models import create_model
-from satlib.pretrained import PROVENANCE, RECIPE, STANDIN, file_sha256, tensors_sha256
+from satlib.pretrained import PROVENANCE, RECIPE, STANDIN, file_sha256, resolve_weights, tensors_sha256
 
 WIDTHS = {"stem_widths": [16, 32, 64], "embed_dim": 64}  # configs/pretrain_fills.yaml's (the demo's)
 
@@ -43,6 +43,19 @@ def test_it_loads_into_every_method_of_that_backbone_with_only_the_new_parts_new
     assert sorted(model.load_report.missing) == sorted(new) and model.load_report.unexpected == []
     loaded, state = model.state_dict(), load_file(str(STANDIN))
     assert all(torch.equal(loaded[key], value) for key, value in state.items())
+
+
+def test_a_recipe_names_it_by_file_name(tmp_path):
+    assert resolve_weights(STANDIN.name) == str(STANDIN)
+    assert resolve_weights("timm") == "timm" and resolve_weights("") == ""
+    elsewhere = tmp_path / STANDIN.name
+    elsewhere.write_bytes(b"")
+    assert resolve_weights(str(elsewhere)) == str(elsewhere)  # an existing path wins
+    from satlib.checkpoint import build_model
+
+    config = load_config("synthetic_cpu", [f"model.pretrained={STANDIN.name}"])
+    model = build_model(config)
+    assert "loc_token" in model.load_report.missing and "pos_embed" not in model.load_report.missing
 
 
 @pytest.mark.slow
