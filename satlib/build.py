@@ -29,6 +29,7 @@ from satlib.evaluation import LocalizationEvaluator
 from satlib.export import read_export
 from satlib.info import LoadedModel, ModelInfo
 from satlib.models import VARIANTS, convert_official_checkpoint, create_model, model_pretrained_cfg
+from satlib.pretrained import resolve_weights
 from satlib.runtime import Dist
 
 # ----------------------------------------------------------------------------------------------
@@ -49,13 +50,14 @@ def normalization(config: Config) -> Normalization:
 def build_model(config: Config, num_classes: int | None = None, *, with_pretrained: bool = True) -> nn.Module:
     """The model `config.model` describes for `config.data.img_size` inputs (num_classes overrides the config's).
 
-    `model.pretrained` loads backbone weights ("timm": the variant's own, else a local file) unless
-    `with_pretrained=False` (a checkpoint's weights are about to replace them).
+    `model.pretrained` loads backbone weights ("timm": the variant's own, else a local file, or one shipped in
+    satlib/pretrained by its file name: `satlib.pretrained.resolve_weights`) unless `with_pretrained=False`
+    (a checkpoint's weights are about to replace them).
     """
     m = config.model
     pretrained: bool | str = False
     if with_pretrained and m.pretrained:
-        pretrained = True if m.pretrained == "timm" else m.pretrained
+        pretrained = True if m.pretrained == "timm" else resolve_weights(m.pretrained)
     return create_model(m.name, num_classes=num_classes or m.num_classes, pretrained=pretrained,
                         img_size=config.data.img_size, drop_rate=m.drop_rate, drop_path_rate=m.drop_path_rate,
                         num_query_blocks=m.num_query_blocks, attn_impl=m.attn_impl,

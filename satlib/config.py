@@ -67,7 +67,7 @@ class DataConfig:
 class TrainConfig:
     out: str = "runs/sat"
     epochs: int = 30
-    batch_size: int = 256
+    batch_size: int = 256  # images per step; a smaller training set is the whole step (train.fit_batch_to_data)
     lr: float = 1e-4
     min_lr: float = 1e-6
     weight_decay: float = 0.05

@@ -301,6 +301,7 @@ def build_run(config: Config) -> Run:
     if config.model.num_classes != train_set.num_classes:
         _log(ddp, f"model.num_classes={config.model.num_classes} -> {train_set.num_classes} (from the dataset)")
         config.model.num_classes = train_set.num_classes
+    fit_batch_to_data(config, len(train_set), ddp)
     loader = train_loader(train_set, config, ddp)
     steps_per_epoch = math.ceil(len(loader) / t.grad_accum)  # a shorter last step takes the trailing micro-batches
     if steps_per_epoch == 0:
@@ -319,6 +320,20 @@ def build_run(config: Config) -> Run:
                model=model, step_model=torch.compile(model, backend=t.compile_backend) if t.compile else model,
                loss_fn=loss_fn,
                optimizer=optimizer, steps_per_epoch=steps_per_epoch)
+
+
+def fit_batch_to_data(config: Config, images: int, ddp: Dist) -> None:
+    """A training set smaller than one step (batch_size x grad_accum images) is all of every step: lower
+    `train.batch_size` to the largest multiple of the process count that fits, with a log line (in place).
+
+    So a few-shot run (`data.per_class` 1, 3, ...) trains `train.epochs` steps of the whole set with any
+    recipe's batch size; the checkpoint's config records the batch that ran."""
+    t = config.train
+    fitted = images // t.grad_accum // ddp.world * ddp.world
+    if t.batch_size * t.grad_accum <= images or fitted == 0:  # fits, or not one image a process: see build_run
+        return
+    _log(ddp, f"train.batch_size={t.batch_size} -> {fitted} (the training set holds {images} images)")
+    t.batch_size = fitted
 
 
 def resume_run(run: Run) -> None:

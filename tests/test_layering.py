@@ -21,7 +21,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SATLIB = ROOT / "satlib"
-DRIVERS = {"train.py", "cli.py", "demo.py"}  # the loop itself and what runs it
+DRIVERS = {"train.py", "cli.py", "demo.py", "pretrained/__main__.py"}  # the loop, what runs it, the pretraining
 DRIVER_PACKAGES = ("book",)  # satlib/book/: the book's runs
 # the loop, its schedules, and the two functions chapter 4 prints as the source of one training step
 BOOK_MAY_IMPORT_FROM_TRAIN = {"train", "learning_rate", "constraint_ramp", "run_epoch", "optimizer_step"}

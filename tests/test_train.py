@@ -331,3 +331,24 @@ def test_clip_grad_bounds_the_norm_of_every_step(tiny_config):
     assert len(clipped) == len(norms) == 3
     assert all(0 < norm <= 0.01 * (1 + 1e-5) for norm in clipped), clipped
     assert all(norm > 0.1 for norm in norms), norms  # what clipping cut down
+
+
+def test_a_training_set_smaller_than_a_step_is_the_whole_step(tiny_config, capsys):
+    config = tiny_config(**{"data.per_class": 1, "train.epochs": 3})  # 3 images (3 classes), batch_size 8
+    record = train(config, progress=False)
+    assert record["step"] == 3  # one step of the whole set per epoch
+    assert "train.batch_size=8 -> 3 (the training set holds 3 images)" in capsys.readouterr().out
+    stored = load_checkpoint(config.train.out + "/checkpoint.pt")["config"]
+    assert stored["train"]["batch_size"] == 3
+
+
+def test_fit_batch_to_data_keeps_process_and_accumulation_splits(tiny_config):
+    from satlib.runtime import Dist
+    from satlib.train import fit_batch_to_data
+
+    config = tiny_config(**{"train.batch_size": 8, "train.grad_accum": 2})
+    fit_batch_to_data(config, 7, Dist(rank=0, world=2))
+    assert config.train.batch_size == 2  # 2 micro-batches of 2 (one image a process): 4 of the 7 images
+    config = tiny_config(**{"train.batch_size": 8})
+    fit_batch_to_data(config, 100, Dist(rank=0, world=1))
+    assert config.train.batch_size == 8  # the set holds a full step: unchanged

@@ -11,6 +11,9 @@ crescent, heart, tee, hourglass). variant="parts": every object is the same elli
 small part (a "beak", `PARTS`) on one side, and only the part's shape is the class; the GT box and
 mask cover the whole object, and the part's own box is written to part_boxes.txt. It shows a CAM
 that boxes the part only, where SAT should cover the object.
+variant="fills": a pretraining set of up to 64 clearly learnable classes, silhouette x fill pattern
+(`FILL_SHAPES` x `FILLS`, e.g. "arrow_checker"), drawn like the shapes; none of its silhouettes is one
+of the first six `SHAPES` (the demo's classes), so a backbone pretrained on it has not seen them.
 
 Same arguments and seed -> byte-identical files (fixed PNG settings, one generator per image).
 """
@@ -22,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from einops import rearrange
 from PIL import Image, ImageDraw
 
 from satlib.data.cub import CubRow, read_id_table, write_box_table, write_cub_tables
@@ -30,7 +34,9 @@ from satlib.files import atomic_dir, atomic_write_text
 
 SHAPES = ("disc", "triangle", "square", "star", "cross", "ring", "crescent", "heart", "tee", "hourglass")
 PARTS = ("triangle", "square", "disc", "cross", "star", "fork", "ring", "tee")
-VARIANTS = ("shapes", "parts")
+FILL_SHAPES = ("crescent", "chevron", "tee", "hourglass", "bar", "ell", "arrow", "semicircle")
+FILLS = ("solid", "stripes_h", "stripes_v", "stripes_diag", "checker", "dots", "split", "gradient")
+VARIANTS = ("shapes", "parts", "fills")
 FORMAT_VERSION = 1
 
 Polygon = tuple[np.ndarray, int]  # (n, 2) vertices (x, y; y down) and fill: 1 paints, 0 erases
@@ -41,13 +47,14 @@ class SynthConfig:
     """Generator knobs (defaults in brackets); sizes are fractions of the image side.
 
     Args:
-        num_classes: classes, at most len(SHAPES) = 10 (len(PARTS) = 8 for "parts") [6]
+        num_classes: classes, at most len(SHAPES) = 10 (len(PARTS) = 8 for "parts", 64 for "fills") [6]
         per_class: images per class, train + test [200]
         size: image side in pixels [96]
         seed: everything derives from it [0]
-        variant: "shapes" or "parts" ["shapes"]
+        variant: "shapes", "parts" or "fills" ["shapes"]
         test_fraction: share of each class in the test split [0.2]
-        object_size: range of the object's longest side before rotation [(0.15, 0.6); parts (0.45, 0.7)]
+        object_size: range of the object's longest side before rotation [(0.15, 0.6); parts (0.45, 0.7);
+            fills (0.3, 0.7)]
         max_rotation: degrees, uniform in +-max [20]
         max_aspect: log aspect-ratio jitter, uniform in +-max [0.15]
         background: range of the background blob colours, per channel [(96, 160)]
@@ -84,7 +91,7 @@ class SynthConfig:
         """Check the knobs and fill the variant's default object size."""
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown variant {self.variant!r}; expected one of {VARIANTS}")
-        names = SHAPES if self.variant == "shapes" else PARTS
+        names = variant_classes(self.variant)
         if not 1 <= self.num_classes <= len(names):
             raise ValueError(f"num_classes must be 1..{len(names)} for variant {self.variant!r}, "
                              f"got {self.num_classes}")
@@ -92,9 +99,8 @@ class SynthConfig:
             raise ValueError(f"need per_class >= 2 and size >= 16, got {self.per_class} and {self.size}")
         if not 0 < self.test_fraction < 1:
             raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
-        shapes = self.variant == "shapes"
-        size = self.object_size or ((0.15, 0.6) if shapes else (0.45, 0.7))
-        distractors = self.distractors or ((0, 2) if shapes else (0, 1))
+        size = self.object_size or DEFAULT_OBJECT_SIZE[self.variant]
+        distractors = self.distractors or ((0, 1) if self.variant == "parts" else (0, 2))
         if not 0 < size[0] <= size[1] <= 1:
             raise ValueError(f"object_size must satisfy 0 < low <= high <= 1, got {size}")
         if self.part_color not in ("own", "same"):
@@ -107,8 +113,19 @@ class SynthConfig:
 
     @property
     def class_names(self) -> list[str]:
-        names = SHAPES if self.variant == "shapes" else [f"beak_{p}" for p in PARTS]
-        return list(names[: self.num_classes])
+        return list(variant_classes(self.variant)[: self.num_classes])
+
+
+DEFAULT_OBJECT_SIZE = {"shapes": (0.15, 0.6), "parts": (0.45, 0.7), "fills": (0.3, 0.7)}
+
+
+def variant_classes(variant: str) -> list[str]:
+    """Every class name a variant can draw, in label order ("fills": silhouette-major, `FILLS` inside)."""
+    if variant == "shapes":
+        return list(SHAPES)
+    if variant == "parts":
+        return [f"beak_{part}" for part in PARTS]
+    return [f"{shape}_{fill}" for shape in FILL_SHAPES for fill in FILLS]
 
 
 # -- shapes, in unit coordinates -------------------------------------------------------------------
@@ -162,6 +179,12 @@ def shape_polygons(name: str) -> list[Polygon]:
         "hourglass": [(np.array([[-1, -1], [1, -1], [0.15, 0], [1, 1], [-1, 1], [-0.15, 0]], float), 1)],
         "fork": [(_rect(-1, -0.25, 0, 0.25), 1), (_rect(-0.2, -1, 1, -0.55), 1), (_rect(-0.2, 0.55, 1, 1), 1),
                  (_rect(-0.2, -1, 0.15, 1), 1)],
+        "chevron": [(np.array([[-1, -1], [0, 0], [1, -1], [1, -0.35], [0, 0.65], [-1, -0.35]], float), 1)],
+        "bar": [(_rect(-1, -0.3, 1, 0.3), 1)],
+        "ell": [(_rect(-1, -1, -0.4, 1), 1), (_rect(-1, 0.4, 0.6, 1), 1)],
+        "arrow": [(np.array([[-1, -0.22], [0.2, -0.22], [0.2, -0.6], [1, 0], [0.2, 0.6], [0.2, 0.22], [-1, 0.22]],
+                            float), 1)],
+        "semicircle": [(_circle(n=48)[:25], 1)],  # the half with y >= 0, closed by its diameter
     }
     if name not in shapes:
         raise ValueError(f"unknown shape {name!r}")
@@ -258,6 +281,8 @@ def draw_example(cfg: SynthConfig, label: int, rng: np.random.Generator
     mean = image.mean(axis=(0, 1))  # (3,) background colour
     for _ in range(rng.integers(cfg.distractors[0], cfg.distractors[1] + 1)):
         image[_distractor(rng, cfg)] = _color(rng, cfg, mean)
+    if cfg.variant == "fills":
+        return _draw_filled(image, cfg, label, rng, mean)
     if cfg.variant == "shapes":
         (placed,) = _place([shape_polygons(SHAPES[label])], rng, cfg, cfg.object_size)
         mask, part = _raster(placed, cfg.size), None
@@ -270,6 +295,64 @@ def draw_example(cfg: SynthConfig, label: int, rng: np.random.Generator
         image[part] = _color(rng, cfg, mean)
     image += rng.normal(0.0, cfg.noise, size=image.shape)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), mask, part
+
+
+def _draw_filled(image: np.ndarray, cfg: SynthConfig, label: int, rng: np.random.Generator, mean: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, None]:
+    """The "fills" object on `image` (the background drawn): silhouette `FILL_SHAPES[label // 8]` in two
+    colours mixed by `fill_pattern(FILLS[label % 8])`; returns what `draw_example` does."""
+    shape, fill = divmod(label, len(FILLS))
+    (placed,) = _place([shape_polygons(FILL_SHAPES[shape])], rng, cfg, cfg.object_size)
+    mask = _raster(placed, cfg.size)
+    first = _color(rng, cfg, mean)
+    second = _second_color(rng, cfg, mean, first)
+    weight = rearrange(fill_pattern(FILLS[fill], mask, rng), "h w -> h w 1")
+    image[mask] = ((1 - weight) * first + weight * second)[mask]
+    image += rng.normal(0.0, cfg.noise, size=image.shape)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8), mask, None
+
+
+def _second_color(rng: np.random.Generator, cfg: SynthConfig, background_mean: np.ndarray,
+                  first: np.ndarray) -> np.ndarray:
+    """A colour like `_color`'s that is also at least cfg.min_contrast (max channel) away from `first`."""
+    for _ in range(64):
+        color = _color(rng, cfg, background_mean)
+        if np.abs(color - first).max() >= cfg.min_contrast:
+            return color
+    return cfg.colors[0] + cfg.colors[1] - first
+
+
+def fill_pattern(fill: str, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The second colour's weight at every pixel for a fill of `FILLS` over the object `mask`, (H, W) bool
+    -> (H, W) float in [0, 1]: stripes, checks and dots of a width that follows the object's size (an
+    eighth of its longest side, at least 2 pixels) at a random phase; a two-colour split and a gradient
+    along a random direction through the object."""
+    x0, y0, x1, y1 = mask_box(mask)
+    width = max(2.0, round(max(x1 - x0, y1 - y0) / 8))
+    rows, cols = np.mgrid[0:mask.shape[0], 0:mask.shape[1]].astype(np.float64)
+    xs, ys = cols + rng.uniform(0, 2 * width), rows + rng.uniform(0, 2 * width)
+    angle = rng.uniform(0, 2 * np.pi)
+    along = (cols - (x0 + x1) / 2) * np.cos(angle) + (rows - (y0 + y1) / 2) * np.sin(angle)
+    if fill == "solid":
+        weight = np.zeros_like(xs)
+    elif fill == "stripes_h":
+        weight = ys // width % 2
+    elif fill == "stripes_v":
+        weight = xs // width % 2
+    elif fill == "stripes_diag":
+        weight = (xs + ys) // (width * np.sqrt(2)) % 2
+    elif fill == "checker":
+        weight = (xs // width + ys // width) % 2
+    elif fill == "dots":
+        weight = ((xs % (2 * width) - width) ** 2 + (ys % (2 * width) - width) ** 2 < (0.7 * width) ** 2)
+    elif fill == "split":
+        weight = along > 0
+    elif fill == "gradient":
+        low, high = along[mask].min(), along[mask].max()
+        weight = (along - low) / max(high - low, 1e-9)
+    else:
+        raise ValueError(f"unknown fill {fill!r}; expected one of {FILLS}")
+    return np.clip(weight.astype(np.float64), 0.0, 1.0)
 
 
 def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:

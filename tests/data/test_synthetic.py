@@ -105,3 +105,53 @@ def test_knobs_are_checked(tmp_path):
         make_synthetic_dataset(tmp_path / "x", variant="colours")
     with pytest.raises(TypeError):
         make_synthetic_dataset(tmp_path / "x", not_a_knob=1)
+
+
+def test_fills_variant_classes_are_silhouette_times_fill_and_deterministic(tmp_path):
+    from satlib.data.synthetic import FILL_SHAPES, FILLS
+
+    a = make_synthetic_dataset(tmp_path / "a", num_classes=16, per_class=2, size=48, variant="fills")
+    b = make_synthetic_dataset(tmp_path / "b", num_classes=16, per_class=2, size=48, variant="fills")
+    assert files(a) == files(b)
+    test = build_dataset("cub", a, "test")
+    assert test.class_names[:2] == [f"001.{FILL_SHAPES[0]}_{FILLS[0]}", f"002.{FILL_SHAPES[0]}_{FILLS[1]}"]
+    assert test.class_names[8] == f"009.{FILL_SHAPES[1]}_{FILLS[0]}"
+    with pytest.raises(ValueError, match="num_classes must be 1..64"):
+        make_synthetic_dataset(tmp_path / "c", num_classes=65, per_class=2, variant="fills")
+
+
+def test_fill_patterns_mix_two_colours_inside_the_object():
+    from satlib.data.synthetic import FILLS, fill_pattern
+
+    mask = np.zeros((64, 64), bool)
+    mask[8:56, 16:48] = True  # a 32 x 48 object: stripes 6 px wide
+    rng = np.random.default_rng(0)
+    shares = {fill: fill_pattern(fill, mask, rng)[mask].mean() for fill in FILLS}
+    assert shares["solid"] == 0.0
+    for fill in ("stripes_h", "stripes_v", "stripes_diag", "checker", "split", "gradient"):
+        assert 0.3 < shares[fill] < 0.7, fill  # about half of each colour
+    assert 0.05 < shares["dots"] < 0.5
+    horizontal = fill_pattern("stripes_h", mask, rng)
+    assert (horizontal[:, 0] == horizontal[:, 40]).all() and not (horizontal[0] == horizontal[3]).all()
+    with pytest.raises(ValueError, match="unknown fill"):
+        fill_pattern("plaid", mask, rng)
+
+
+def test_fills_silhouettes_are_far_from_the_demo_shapes():
+    """No pretraining silhouette overlaps one of the demo's six classes (IoU < 0.65 at any rotation, mirrored or
+    not, both scaled to the same longest side): a backbone pretrained on "fills" has not seen the demo's classes."""
+    from satlib.data.synthetic import FILL_SHAPES, _raster, shape_polygons
+
+    def mask(name: str, degrees: float, mirror: float) -> np.ndarray:
+        theta = np.deg2rad(degrees)
+        linear = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]]) @ np.diag([mirror, 1])
+        return _raster([(v @ linear.T * 30 + 48, fill) for v, fill in shape_polygons(name)], 96)
+
+    for name in FILL_SHAPES:
+        for demo in SHAPES[:6]:
+            target = mask(demo, 0, 1)
+            for degrees in range(0, 360, 15):
+                for mirror in (1.0, -1.0):
+                    candidate = mask(name, degrees, mirror)
+                    iou = (candidate & target).sum() / (candidate | target).sum()
+                    assert iou < 0.65, (name, demo, degrees, mirror, iou)
