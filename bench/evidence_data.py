@@ -15,9 +15,9 @@ import json
 import numpy as np
 from PIL import Image
 
+from satlib.build import prepare_data
 from satlib.config import load_config
 from satlib.data.cub import read_cub
-from satlib.build import prepare_data
 from satlib.data.records import Problems
 from satlib.evaluation.baselines import trivial_baselines
 

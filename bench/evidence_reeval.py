@@ -18,8 +18,8 @@ import yaml
 from evidence_runs import RESULTS, record
 
 from satlib.assess import evaluate_checkpoint
-from satlib.config import load_config
 from satlib.build import resolve_data_root
+from satlib.config import load_config
 
 KEYS = ("top1_cls", "gt_known", "top1_loc", "best_threshold", "maxboxacc")
 

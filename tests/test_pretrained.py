@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from satlib.config import config_from_dict, load_config
 from satlib.build import build_model
+from satlib.config import config_from_dict, load_config
 from satlib.models import create_model, load_pretrained
 from satlib.pretrained import PROVENANCE, RECIPE, STANDIN, file_sha256, resolve_weights, tensors_sha256
 
