@@ -106,6 +106,7 @@ def test_deterministic_kernels_inside_the_block_only(monkeypatch):
         assert deterministic_flags() == before
 
 
+@pytest.mark.trains
 def test_train_deterministic_holds_for_the_run(tiny_config):
     inside = []
     first = train(tiny_config(**{"train.epochs": 1, "train.deterministic": True}), progress=False,

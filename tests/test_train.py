@@ -66,6 +66,7 @@ def test_decay_tokens_decays_what_the_official_wrapped_optimizer_decays(tiny_con
     assert not load_config("synthetic_cpu").train.decay_tokens
 
 
+@pytest.mark.trains
 def test_train_builds_its_optimizer_with_the_config_switch(tiny_config, monkeypatch):
     from torch.optim.optimizer import register_optimizer_step_pre_hook
 
@@ -112,6 +113,7 @@ def test_trailing_micro_batches_form_one_last_smaller_step():
     assert [accumulation(m, 3, 1) for m in range(3)] == [(1, True)] * 3
 
 
+@pytest.mark.trains
 def test_accumulated_steps_never_carry_gradients_into_the_next_epoch(tiny_config, monkeypatch):
     """3 micro-batches an epoch at grad_accum 2: steps of 2 and 1, each loss divided by its own step's count."""
     from torch.optim.optimizer import register_optimizer_step_post_hook
@@ -279,6 +281,7 @@ def test_quiet_training_logs_nothing_and_trains_the_same(tiny_config, capsys):
     assert {k: v for k, v in quiet.items() if k != "time"} == {k: v for k, v in loud.items() if k != "time"}
 
 
+@pytest.mark.trains
 def test_a_step_whose_last_micro_batch_is_unreadable_is_still_taken(tiny_config, monkeypatch):
     """data.skip_bad, one process: an all-unreadable micro-batch at a step's end skips only itself, the step's
     earlier gradients are applied there (not carried into the next step)."""
@@ -309,6 +312,7 @@ def test_a_step_whose_last_micro_batch_is_unreadable_is_still_taken(tiny_config,
     assert record["step"] == 2 and events == ["loss", "step", "loss", "step"]
 
 
+@pytest.mark.trains
 def test_clip_grad_bounds_the_norm_of_every_step(tiny_config):
     """train.clip_grad > 0: each optimizer step sees gradients of total norm at most clip_grad (far below what
     the tiny recipe's unclipped gradients reach)."""
@@ -333,6 +337,7 @@ def test_clip_grad_bounds_the_norm_of_every_step(tiny_config):
     assert all(norm > 0.1 for norm in norms), norms  # what clipping cut down
 
 
+@pytest.mark.trains
 def test_a_training_set_smaller_than_a_step_is_the_whole_step(tiny_config, capsys):
     config = tiny_config(**{"data.per_class": 1, "train.epochs": 3})  # 3 images (3 classes), batch_size 8
     record = train(config, progress=False)

@@ -37,6 +37,22 @@ def stand_in(cache: Path, *, size: int = 64, per_class: int = 100, num_classes: 
     return ensure_synthetic_dataset(root, num_classes=num_classes, per_class=per_class, size=size, seed=0)
 
 
+def book_recipe(*overrides: str) -> Config:
+    """configs/synthetic_book.yaml: the book's shared run on the stand-in, the demo's conv-stem SAT fine-tuned
+    for 3 epochs from the stand-in backbone (satlib/pretrained); its data generated into $SATLIB_CACHE."""
+    return load_config("synthetic_book", list(overrides))
+
+
+def fewshot_recipe(per_class: int, *overrides: str) -> Config:
+    """configs/synthetic_fewshot.yaml on `per_class` training images a class (every step the whole set)."""
+    return load_config("synthetic_fewshot", [f"data.per_class={per_class}", *overrides])
+
+
+def cublike_recipe(*overrides: str) -> Config:
+    """configs/synthetic_book_cublike.yaml: the shared recipe on objects at CUB's scale (box 40 % of the image)."""
+    return load_config("synthetic_book_cublike", list(overrides))
+
+
 def tiny_recipe(data_root: Path, *overrides: str) -> Config:
     """The tiny SAT of chapter 0 (`TINY_SAT` over configs/synthetic_cpu.yaml) on the stand-in at `data_root`."""
     return load_config("synthetic_cpu", [*TINY_SAT, f"data.root={data_root}", *overrides])

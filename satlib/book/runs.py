@@ -15,20 +15,26 @@ chapter shows another run, or uses the shared run without citing it (`cited_runs
 from __future__ import annotations
 
 import copy
+import fcntl
 import hashlib
 import json
+import multiprocessing
+import os
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 
 from satlib.book.probe import EPOCH_MAPS, Probe
 from satlib.build import load
 from satlib.checkpoint import load_checkpoint
-from satlib.config import Config
+from satlib.config import Config, config_from_dict
 from satlib.files import atomic_write_text
 from satlib.info import LoadedModel
 from satlib.train import train
@@ -36,6 +42,11 @@ from satlib.train import train
 FINISHED = "finished.json"  # written into a run's folder once train() returned; holds the run's key
 RUN_CITATION = re.compile(r"^run (?P<id>[\w.]+-[0-9a-f]{12})$", re.M)  # `BookRun.cite`'s line
 CACHE_PLACEHOLDER = "$SATLIB_CACHE"  # a run key's stand-in for the cache folder
+CPU_THREADS = 1  # every CPU run trains on one torch thread, in the chapter's kernel or a worker: the same numbers
+
+
+class RunStoppedEarly(RuntimeError):
+    """A book run ended before its recipe's last step (train.time_budget): it is not cached as finished."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,11 @@ class BookRun:
     def cite(self) -> str:
         """The one line a chapter prints to say which run it shows (`RUN_CITATION`; see the module doc)."""
         return f"run {self.id}"
+
+    def config(self) -> Config:
+        """The resolved config the run was trained with (its config.yaml)."""
+        path = self.folder / "config.yaml"
+        return config_from_dict(yaml.safe_load(path.read_text()), source=str(path))
 
     def history(self) -> list[dict]:
         """Every epoch's record, from metrics.json."""
@@ -126,20 +142,78 @@ class RunCache:
         config.train.device = str(self.device)
         folder = self.run_dir(config)
         config.train.out = str(folder)
-        cached = self.finished(config)
-        if cached is not None:
-            return cached
-        shutil.rmtree(folder, ignore_errors=True)  # an interrupted run of this key: start over
-        probe = Probe(config, self.device)
+        with self._lock(folder):  # another kernel or worker training this very run: wait for it, then reuse it
+            cached = self.finished(config)
+            if cached is not None:
+                return cached
+            shutil.rmtree(folder, ignore_errors=True)  # an interrupted run of this key: start over
+            with _cpu_threads(self.device):
+                probe = Probe(config, self.device)
 
-        def after_epoch(record: dict) -> None:
-            probe.record(folder)
-            if on_epoch is not None:
-                on_epoch(record)
+                def after_epoch(record: dict) -> None:
+                    probe.record(folder)
+                    if on_epoch is not None:
+                        on_epoch(record)
 
-        train(copy.deepcopy(config), progress=False, quiet=quiet, on_epoch=after_epoch)
-        atomic_write_text(folder / FINISHED, json.dumps(self.key(config), indent=1) + "\n")
+                record = train(copy.deepcopy(config), progress=False, quiet=quiet, on_epoch=after_epoch)
+            if record.get("stopped_early"):
+                raise RunStoppedEarly(f"{folder.name}: {record.get('stop_reason') or 'stopped before its last step'}"
+                                      f"; not cached as finished (set train.time_budget=0 to train it in full)")
+            atomic_write_text(folder / FINISHED, json.dumps(self.key(config), indent=1) + "\n")
         return BookRun(folder, trained=True, device=self.device)
+
+    def run_all(self, configs: Sequence[Config], *, jobs: int | None = None) -> list[BookRun]:
+        """The finished runs of `configs`, in order; the ones the cache lacks are trained in `jobs` worker
+        processes at once (default: on a CPU one a core, at most 4, each on one thread; on a GPU one, here).
+
+        A run's numbers do not depend on `jobs`: every CPU run trains on `CPU_THREADS` threads."""
+        for config in configs:
+            config.train.device = str(self.device)
+            config.train.out = str(self.run_dir(config))
+        missing = list({str(self.run_dir(c)): c for c in configs if self.finished(c) is None}.values())
+        if jobs is None:
+            jobs = min(4, len(os.sched_getaffinity(0))) if self.device.type == "cpu" else 1
+        trained = set()
+        if missing and jobs > 1 and len(missing) > 1:
+            context = multiprocessing.get_context("spawn")  # a fresh interpreter: no state of the chapter's kernel
+            with ProcessPoolExecutor(max_workers=min(jobs, len(missing)), mp_context=context) as pool:
+                for run in pool.map(_train_in_worker, [self] * len(missing), missing):
+                    trained.add(run.folder)
+        runs = []
+        for config in configs:
+            run = self.run(config)
+            runs.append(BookRun(run.folder, trained=run.trained or run.folder in trained, device=self.device))
+        return runs
+
+    @contextmanager
+    def _lock(self, folder: Path) -> Iterator[None]:
+        """An exclusive lock on `folder`'s run (a file beside it), held while it is looked up or trained."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(folder.with_name(folder.name + ".lock"), "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _train_in_worker(cache: RunCache, config: Config) -> BookRun:
+    """A worker process's job in `RunCache.run_all`."""
+    return cache.run(config)
+
+
+@contextmanager
+def _cpu_threads(device: torch.device) -> Iterator[None]:
+    """On a CPU, torch on `CPU_THREADS` threads for the block (restored after it)."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(CPU_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def cited_runs(text: str) -> list[str]:

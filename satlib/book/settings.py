@@ -33,7 +33,17 @@ import matplotlib.pyplot as plt
 import torch
 
 from satlib.book.fit import fit_to_device, memory_note
-from satlib.book.recipes import baseline_recipe, cub_recipe, imagenet_recipe, recipe_notes, stand_in, tiny_recipe
+from satlib.book.recipes import (
+    baseline_recipe,
+    book_recipe,
+    cub_recipe,
+    cublike_recipe,
+    fewshot_recipe,
+    imagenet_recipe,
+    recipe_notes,
+    stand_in,
+    tiny_recipe,
+)
 from satlib.book.runs import BookRun, RunCache
 from satlib.config import Config, smoke
 from satlib.runtime import resolve_device, seed_everything
@@ -105,9 +115,21 @@ class Settings:
             raise SettingsError("SATLIB_IMAGENET_ROOT is not set: the ImageNet recipe needs the ILSVRC folder")
         return self.fit_to_device(imagenet_recipe(self.imagenet_root, *self.weights_overrides(), *overrides))
 
+    def book_recipe(self, *overrides: str) -> Config:
+        """The book's run on the stand-in (`satlib.book.recipes.book_recipe`, configs/synthetic_book.yaml)."""
+        return book_recipe(*overrides)
+
+    def fewshot_recipe(self, per_class: int, *overrides: str) -> Config:
+        """The few-shot run on the stand-in: `per_class` images a class (configs/synthetic_fewshot.yaml)."""
+        return fewshot_recipe(per_class, *overrides)
+
+    def cublike_recipe(self, *overrides: str) -> Config:
+        """The shared run on objects at CUB's scale (configs/synthetic_book_cublike.yaml)."""
+        return cublike_recipe(*overrides)
+
     def shared_recipe(self, *overrides: str) -> Config:
-        """The run chapters 0, 2, 3 and 5 share: `cub_recipe` with SATLIB_CUB_ROOT, else `tiny_recipe`."""
-        return self.cub_recipe(*overrides) if self.cub_root else self.tiny_recipe(*overrides)
+        """The run the chapters share: `cub_recipe` with SATLIB_CUB_ROOT, else `book_recipe`."""
+        return self.cub_recipe(*overrides) if self.cub_root else self.book_recipe(*overrides)
 
     def shared_baseline(self, method: str, *overrides: str) -> Config:
         """`shared_recipe` for a baseline of the same backbone: method "cam" or "tscam" (`cam_tiny_convstem`,
@@ -150,6 +172,10 @@ class Settings:
         """The finished run of exactly `config` on this device, trained now unless the cache has it
         (`RunCache.run`)."""
         return self.runs.run(config, on_epoch=on_epoch, quiet=quiet)
+
+    def run_all(self, configs, *, jobs: int | None = None) -> list[BookRun]:
+        """The finished runs of `configs`, the missing ones trained side by side (`RunCache.run_all`)."""
+        return self.runs.run_all(list(configs), jobs=jobs)
 
 
 def read_settings() -> Settings:

@@ -238,13 +238,10 @@ class WSOLDataset(Dataset):
                 "boxes": test_boxes(record.boxes.reshape(-1, 4), (w, h), self.img_size, self.resize_size,
                                     self.protocol)}
         if self.with_masks:
-            mask, ignore = self._load_masks(record)
-            if mask.shape != (h, w):
-                raise DataError(f"{record.mask_paths[0]}: mask is {tuple(mask.shape)} but image {record.path} "
-                                f"is {(h, w)}")
-            out = self.transform({"mask": tv_tensors.Mask(mask), "ignore": tv_tensors.Mask(ignore)})
-            item["mask"] = out["mask"].as_subclass(torch.Tensor) > 0
-            item["ignore"] = out["ignore"].as_subclass(torch.Tensor) > 0
+            mask, ignore = self._load_masks(record, (w, h))  # checked against the image's size there
+            for key, value in (("mask", mask), ("ignore", ignore)):  # the test geometry `finish_batch` applies
+                out = test_geometry(tv_tensors.Mask(value), self.img_size, self.resize_size, self.protocol)
+                item[key] = out.as_subclass(torch.Tensor) > 0
         return item
 
     def _check_record(self, record: Record, w: int, h: int) -> None:
