@@ -94,6 +94,11 @@ def test_every_run_keeps_its_probe_maps_without_changing_the_run(tmp_path, tiny_
     final = load_checkpoint(run.checkpoint)
 
     plain = tiny_run_config(**{"train.out": str(tmp_path / "plain"), "train.device": "cpu"})
-    satlib.train.train(plain, progress=False)  # the same run without the probe: the same weights
+    threads = torch.get_num_threads()
+    torch.set_num_threads(satlib.book.runs.CPU_THREADS)  # as the cache trains on a CPU
+    try:
+        satlib.train.train(plain, progress=False)  # the same run without the probe: the same weights
+    finally:
+        torch.set_num_threads(threads)
     alone = load_checkpoint(tmp_path / "plain" / "checkpoint.pt")
     assert all(torch.equal(final["model"][k], alone["model"][k]) for k in alone["model"])
