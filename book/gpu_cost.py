@@ -33,7 +33,8 @@ NEEDS = {  # what a chapter reads beyond its runs' datasets
     "03_constraints": "CUB (the parts experiment stays on the CPU stand-in)",
     "06_cub": "CUB (or the authors' checkpoint, SATLIB_OFFICIAL_CHECKPOINT: no training)",
 }
-IMAGENET_SHOTS = (1, 5, 20)  # chapter 7's subsets, images a class (and all of them, the paper's recipe)
+IMAGENET_SHOTS = (1, 3, 5, 10)  # chapter 7's subsets, images a class (and all of them, the paper's recipe)
+IMAGENET_SEEDS = (0, 1, 2)  # chapter 7 trains every run with each of these seeds (satlib.book.evidence.SEEDS)
 SUBSET_STEPS = 100  # chapter 7 sizes every subset run to about this many optimizer steps
 
 
@@ -52,17 +53,18 @@ def gpu_settings() -> Settings:
                     full_run=True)
 
 
-def imagenet_subset(settings: Settings, per_class: int, method: str) -> Run:
+def imagenet_subset(settings: Settings, per_class: int, method: str, seed: int) -> Run:
     """Chapter 7's run of `method` on `per_class` ImageNet images a class, sized to about SUBSET_STEPS steps."""
     config = copy.deepcopy(settings.imagenet_recipe("train.eval_every=0"))
     config.model.name = f"{method}_deit_small_patch16_224"
     t = config.train
+    t.seed = seed
     images = per_class * 1000
     config.data.per_class = per_class
     t.batch_size = max(1, min(t.batch_size, images // t.grad_accum))
     t.epochs = max(1, round(SUBSET_STEPS * t.batch_size * t.grad_accum / images))
     steps = images // (t.batch_size * t.grad_accum) * t.epochs
-    return Run(f"{method.upper()}, {per_class} a class", config, steps * t.batch_size * t.grad_accum)
+    return Run(f"{method.upper()}, {per_class} a class, seed {seed}", config, steps * t.batch_size * t.grad_accum)
 
 
 def chapter_runs(settings: Settings) -> dict[str, list[Run]]:
@@ -85,17 +87,20 @@ def chapter_runs(settings: Settings) -> dict[str, list[Run]]:
         "06_cub": [Run("SAT", shared()), Run("CAM", settings.shared_baseline("cam")),
                    Run("TS-CAM", settings.shared_baseline("tscam")),
                    Run("SAT, held-out split", shared(f"data.per_class={keep}"), train_images=keep * 200 * 30)],
-        "07_imagenet": [*(imagenet_subset(settings, n, method) for n in IMAGENET_SHOTS for method in ("sat", "cam")),
-                        *(Run(f"{method.upper()}, all", _named(full_imagenet, method)) for method in ("sat", "cam"))],
+        "07_imagenet": [*(imagenet_subset(settings, n, method, seed) for n in IMAGENET_SHOTS
+                          for method in ("sat", "cam") for seed in IMAGENET_SEEDS),
+                        *(Run(f"{method.upper()}, all, seed {seed}", _named(full_imagenet, method, seed))
+                          for method in ("sat", "cam") for seed in IMAGENET_SEEDS)],
         "08_your_work": [Run("SAT (train() into its own folder: not cached)", _fresh(shared()))],
         "09_gradcam": [Run("SAT", shared()), Run("CAM", settings.shared_baseline("cam"))],
         "10_making_it_fast": [Run("SAT", shared())],
     }
 
 
-def _named(config: Config, method: str) -> Config:
+def _named(config: Config, method: str, seed: int) -> Config:
     config = copy.deepcopy(config)
     config.model.name = f"{method}_deit_small_patch16_224"
+    config.train.seed = seed
     return config
 
 

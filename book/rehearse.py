@@ -41,7 +41,7 @@ import nbformat
 from run_notebooks import ROOT, execute, toc_notebooks
 
 STANDINS = {"cub": ["--per-class", "80"],  # 64 test photos: the chapters' figures pick among the first 64
-            "imagenet": ["--per-class", "30"],  # 24 training photos a class: the 20-per-class subset is real
+            "imagenet": ["--per-class", "30"],  # 24 training photos a class: the 10-a-class subset is real
             "openimages": []}
 
 # The small pass: a CUB-layout set as small as a reader's first try (6 classes, 6 training and 3 test photos a
@@ -70,9 +70,10 @@ BRANCH_MARKS = {
                [r"CUB-200-2011; DeiT-S, pretrained; epoch \d+ \(best\.pt\)", NOTES]),
     "06_cub+official": ("the official-format checkpoint evaluated as evaluator.py, the figure",
                         [r"CUB-200-2011; DeiT-S, the authors' weights; official checkpoint"]),
-    "07_imagenet": ("configs/imagenet.yaml as 4 x 128 on one process: 1, 5, 20 images a class and all (one epoch)",
-                    [r"where this run differs from the official imagenet code", r"--- per_class=all",
-                     r"train\.grad_accum = 4"]),
+    "07_imagenet": ("configs/imagenet.yaml as 4 x 128 on one process: SAT and CAM at 1, 3, 5, 10 images a class and "
+                    "all (one epoch), seeds 0, 1, 2",
+                    [r"where this run differs from the official imagenet code", r"train\.grad_accum = 4",
+                     r"run cam_deit_small_patch16_224-[0-9a-f]{12}", r"SAT\s+all\s+0, 1, 2"]),
     "08_your_work": ("train(configs/cub.yaml) on the CUB-layout folder, predict and export", [NOTES]),
     "09_gradcam": ("Grad-CAM on the shared CUB run and its CAM baseline, scored by evaluate_maps",
                    [r"SAT: sat_deit_small_patch16_224, 224 px", r"highest MaxBoxAccV2: "]),

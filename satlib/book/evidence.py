@@ -74,17 +74,25 @@ def seed_table(rows: Mapping[str, Sequence[BookRun]], *, columns: Sequence[tuple
     for label, runs in rows.items():
         records = [final_metrics(run) for run in runs]
         seeds = ", ".join(str(run_seed(run)) for run in runs)
-        cells = [label, seeds]
-        for key, _ in columns:
-            cells.append(seed_cell([float(r[key]) for r in records], 2 if key == "best_threshold" else 1))
+        cells = [label, seeds, *metric_cells(records, columns)]
         if paper is not None:
             quoted = paper.get(label)
             cells += [f"{quoted[0]:.2f}", f"{quoted[1]:.2f}"] if quoted else ["", ""]
         body.append(cells)
+    return text_table(header, body)
+
+
+def text_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    """Rows of text cells as aligned columns, a rule under the header."""
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *body]]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
+
+
+def metric_cells(records: Sequence[Mapping], columns: Sequence[tuple[str, str]] = COLUMNS) -> list[str]:
+    """One `seed_cell` a column over the records of a row's runs (thresholds to 2 digits, the rest to 1)."""
+    return [seed_cell([float(r[key]) for r in records], 2 if key == "best_threshold" else 1) for key, _ in columns]
 
 
 def run_seed(run: BookRun) -> int:
@@ -133,3 +141,57 @@ def map_mass(run: BookRun, *, batch_size: int = 128) -> dict[str, float]:
         above.append(found.inside_mean > found.outside_mean)
     return {"inside_share": 100 * torch.cat(inside).mean().item(), "box_share": 100 * torch.cat(boxes).mean().item(),
             "inside_beats_outside": 100 * torch.cat(above).float().mean().item()}
+
+
+# A measurement along an axis (images a class, ...): method -> x -> that method's runs at x, one a seed.
+Curves = Mapping[str, Mapping[object, Sequence[BookRun]]]
+CURVE_COLOURS = ("#3182bd", "#31a354", "#756bb1", "#636363")  # one a method, in the order of `Curves`
+
+
+def curve_table(curves: Curves, *, x_title: str = "images a class", columns: Sequence[tuple[str, str]] = COLUMNS,
+                paper: Mapping[object, float] | None = None, paper_method: str = "SAT", paper_key: str = "gt_known",
+                paper_label: str = PAPER_LABEL) -> str:
+    """A text table, one row per (method, x): each column's value on every run (seed) at x, and mean ± sd.
+
+    With `paper` ({x: value of `paper_key`}), one more column quotes the paper's number on `paper_method`'s
+    rows (the paper reports that method alone along this axis), headed with `paper_label`."""
+    header = ["", x_title, "seeds", *(title for _, title in columns)]
+    if paper is not None:
+        header.append(f"{paper_label} {dict(COLUMNS).get(paper_key, paper_key)}")
+    body = []
+    for method, along in curves.items():
+        for x, runs in along.items():
+            cells = [method, str(x), ", ".join(str(run_seed(run)) for run in runs),
+                     *metric_cells([final_metrics(run) for run in runs], columns)]
+            if paper is not None:
+                cells.append(f"{paper[x]:.1f}" if method == paper_method and x in paper else "")
+            body.append(cells)
+    return text_table(header, body)
+
+
+def curve_plot(ax, curves: Curves, key: str = "gt_known", *, paper: Mapping[object, float] | None = None,
+               paper_method: str = "SAT", paper_label: str = PAPER_LABEL, book_label: str = BOOK_LABEL,
+               title: str | None = None) -> None:
+    """`key` along the x of `curves` (evenly spaced, in the first method's order): a line a method through its
+    means over seeds, a dot for every seed (the methods' dots side by side), and with `paper` ({x: value})
+    a hollow diamond at the paper's `paper_method`, its own marker, labelled `paper_label`."""
+    xs = list(next(iter(curves.values())))
+    spread = 0.08  # how far apart the methods' seed dots sit at one x
+    for m, (method, along) in enumerate(curves.items()):
+        colour = CURVE_COLOURS[m % len(CURVE_COLOURS)]
+        values = [[float(final_metrics(run)[key]) for run in along[x]] for x in xs]
+        ax.plot(range(len(xs)), [mean_sd(v)[0] for v in values], "-", color=colour, lw=1.5,
+                label=f"{method}, {book_label}: mean")
+        offset = (m - (len(curves) - 1) / 2) * spread
+        for i, seeds in enumerate(values):
+            ax.plot([i + offset] * len(seeds), seeds, "o", color=colour, ms=3.5, alpha=0.8,
+                    label=f"{method}: one seed" if i == 0 else None)
+    if paper:
+        shown = [i for i, x in enumerate(xs) if x in paper]
+        ax.plot(shown, [paper[xs[i]] for i in shown], "D", mfc="none", mec="#e6550d", ms=6, ls="none",
+                label=f"{paper_method}, {paper_label}")
+    ax.set_xticks(range(len(xs)), [str(x) for x in xs])
+    ax.set_ylim(0, 100)
+    ax.set_ylabel(dict(COLUMNS).get(key, key) + " (%)")
+    if title:
+        ax.set_title(title)

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import satlib.book.recipes
-from satlib.book import BookRun, Settings, cited_runs
+from satlib.book import SEEDS, BookRun, Settings, cited_runs
 from satlib.config import Config, load_config
 
 from book_helpers import chapter_notebooks
@@ -46,6 +46,20 @@ def _training_runs(settings: Settings) -> dict[str, Config]:
             "tscam": load_config("synthetic_cpu", [*overrides, "model.name=tscam_tiny_convstem"])}
 
 
+def _imagenet_runs(settings: Settings) -> dict[str, Config]:
+    """Chapter 7, limited data on the stand-in: SAT and CAM at 1, 3, 5 and 10 images a class
+    (configs/synthetic_fewshot.yaml) and on every image (the shared recipe and its CAM), seeds 0, 1, 2."""
+    runs = {}
+    for seed in SEEDS:
+        for n in (1, 3, 5, 10):
+            runs[f"sat {n} seed {seed}"] = settings.fewshot_recipe(n, f"train.seed={seed}")
+            runs[f"cam {n} seed {seed}"] = settings.fewshot_recipe(n, "model.name=cam_tiny_convstem",
+                                                                   f"train.seed={seed}")
+        runs[f"sat all seed {seed}"] = settings.shared_recipe(f"train.seed={seed}")
+        runs[f"cam all seed {seed}"] = settings.shared_baseline("cam", f"train.seed={seed}")
+    return runs
+
+
 # The runs each chapter may cite, by chapter: name -> the recipe, as the chapter's code builds it (a chapter
 # whose recipe changes must change here too, or its citations fail as stale).
 RECIPES: dict[str, Callable[[Settings], dict[str, Config]]] = {
@@ -54,6 +68,7 @@ RECIPES: dict[str, Callable[[Settings], dict[str, Config]]] = {
                                  "tscam": settings.shared_baseline("tscam")},
     "03_constraints": _constraints_runs,
     "04_training": _training_runs,
+    "07_imagenet": _imagenet_runs,
     "09_gradcam": lambda settings: {"shared": settings.shared_recipe(), "cam": settings.shared_baseline("cam")},
 }
 
