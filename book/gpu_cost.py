@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # bench/ is not installed with satlib
 
 from bench.cost import SPLIT_SIZES, ModelCost, estimate_gpu_run, model_cost  # noqa: E402
-from satlib.book import Settings  # noqa: E402
+from satlib.book import SEEDS, Settings  # noqa: E402
 from satlib.config import Config  # noqa: E402
 
 NEEDS = {  # what a chapter reads beyond its runs' datasets
@@ -82,7 +82,8 @@ def chapter_runs(settings: Settings) -> dict[str, list[Run]]:
                            Run("no normalization loss", shared("train.lambda_norm=0")),
                            *(Run(f"area_thr {round(thr * f, 4)}", shared(f"train.area_thr={round(thr * f, 4)}"))
                              for f in (0.5, 1.0, 2.0))],
-        "04_training": [Run("SAT", shared()), Run("TS-CAM", settings.shared_baseline("tscam"))],
+        "04_training": [Run("SAT", shared()), Run("TS-CAM", settings.shared_baseline("tscam")),
+                        *_seeds(settings, "SAT", "CAM", "TS-CAM")],
         "05_measuring": [Run("SAT", shared())],
         "06_cub": [Run("SAT", shared()), Run("CAM", settings.shared_baseline("cam")),
                    Run("TS-CAM", settings.shared_baseline("tscam")),
@@ -92,9 +93,18 @@ def chapter_runs(settings: Settings) -> dict[str, list[Run]]:
                         *(Run(f"{method.upper()}, all, seed {seed}", _named(full_imagenet, method, seed))
                           for method in ("sat", "cam") for seed in IMAGENET_SEEDS)],
         "08_your_work": [Run("SAT (train() into its own folder: not cached)", _fresh(shared()))],
-        "09_gradcam": [Run("SAT", shared()), Run("CAM", settings.shared_baseline("cam"))],
+        "09_gradcam": [Run("SAT", shared()), Run("CAM", settings.shared_baseline("cam")),
+                       *_seeds(settings, "SAT", "CAM")],
         "10_making_it_fast": [Run("SAT", shared())],
     }
+
+
+def _seeds(settings: Settings, *methods: str) -> list[Run]:
+    """The shared run of each method ("SAT", "CAM", "TS-CAM") on every seed of the book's evidence tables."""
+    recipes = {"SAT": settings.shared_recipe, "CAM": lambda *o: settings.shared_baseline("cam", *o),
+               "TS-CAM": lambda *o: settings.shared_baseline("tscam", *o)}
+    return [Run(f"{method}, seed {seed}", recipes[method](f"train.seed={seed}"))
+            for method in methods for seed in SEEDS]
 
 
 def _named(config: Config, method: str, seed: int) -> Config:

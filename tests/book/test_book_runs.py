@@ -39,11 +39,19 @@ def _constraints_runs(settings: Settings) -> dict[str, Config]:
     return runs
 
 
+def _seeded(settings: Settings, *methods: str) -> dict[str, Config]:
+    """The shared run ("sat") and its baselines (`methods`), seeds 0-2: "<method> seed <s>" -> its recipe."""
+    recipes = {"sat": settings.shared_recipe, **{m: lambda *o, m=m: settings.shared_baseline(m, *o) for m in methods}}
+    return {f"{name} seed {seed}": make(f"train.seed={seed}") for name, make in recipes.items() for seed in SEEDS}
+
+
 def _training_runs(settings: Settings) -> dict[str, Config]:
-    """Chapter 4: the demo's recipe (configs/synthetic_cpu.yaml, no wall-clock cap) and its baseline."""
-    overrides = [f"data.root={settings.cache / 'synthetic-96px-300'}", "train.time_budget=0"]
+    """Chapter 4: the demo's recipe (configs/synthetic_cpu.yaml, from scratch, no wall-clock cap) and its
+    baseline; the shared run and both baselines, seeds 0-2."""
+    overrides = ["train.time_budget=0"]
     return {"sat": load_config("synthetic_cpu", overrides),
-            "tscam": load_config("synthetic_cpu", [*overrides, "model.name=tscam_tiny_convstem"])}
+            "tscam": load_config("synthetic_cpu", [*overrides, "model.name=tscam_tiny_convstem"]),
+            **_seeded(settings, "cam", "tscam")}
 
 
 def _imagenet_runs(settings: Settings) -> dict[str, Config]:
@@ -87,7 +95,8 @@ RECIPES: dict[str, Callable[[Settings], dict[str, Config]]] = {
     "03_constraints": _constraints_runs,
     "04_training": _training_runs,
     "07_imagenet": _imagenet_runs,
-    "09_gradcam": lambda settings: {"shared": settings.shared_recipe(), "cam": settings.shared_baseline("cam")},
+    "09_gradcam": lambda settings: {"shared": settings.shared_recipe(), "cam": settings.shared_baseline("cam"),
+                                    **_seeded(settings, "cam")},
 }
 
 
@@ -145,7 +154,8 @@ def chapter(*cells: tuple[str, str]) -> nbformat.NotebookNode:
 
 def test_a_stale_or_missing_citation_is_reported(settings):
     shared = BookRun(settings.run_dir(settings.shared_recipe()), trained=False, device=settings.device)
-    stale = BookRun(settings.run_dir(settings.shared_recipe("train.epochs=3")), trained=False,
+    longer = settings.shared_recipe().train.epochs + 1  # any recipe but the shared one
+    stale = BookRun(settings.run_dir(settings.shared_recipe(f"train.epochs={longer}")), trained=False,
                     device=settings.device)
     uses = "run = settings.run(settings.shared_recipe())"
     assert citation_problems(chapter((uses, ""), (f"{CHECKED}\nprint(run.cite())", shared.cite() + "\n")),
@@ -162,7 +172,7 @@ def test_run_ids_do_not_depend_on_the_cache_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(satlib.book.recipes, "ensure_synthetic_dataset", lambda root, **_: Path(root))
     here, there = committed_settings(tmp_path / "here"), committed_settings(tmp_path / "there")
     assert here.run_dir(here.shared_recipe()).name == there.run_dir(there.shared_recipe()).name
-    assert here.run_key(here.shared_recipe())["config"]["data"]["root"] == "$SATLIB_CACHE/book/synthetic-64px-4x100"
+    assert here.run_key(here.tiny_recipe())["config"]["data"]["root"] == "$SATLIB_CACHE/book/synthetic-64px-4x100"
     outside = [here.shared_recipe(f"data.root={tmp_path / name}") for name in ("a", "b")]
     assert here.run_dir(outside[0]).name != here.run_dir(outside[1]).name  # a real dataset's folder is kept
 
