@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import satlib.book.recipes
-from satlib.book import BookRun, Settings, cited_runs
+from satlib.book import SEEDS, BookRun, Settings, cited_runs
 from satlib.config import Config, load_config
 
 from book_helpers import chapter_notebooks
@@ -26,13 +26,16 @@ CHECKED = "# NBVAL_CHECK_OUTPUT"
 SHARED_USE = "shared_recipe("  # a chapter whose code says this shows the shared run
 
 def _constraints_runs(settings: Settings) -> dict[str, Config]:
-    """Chapter 3: the ablation (3 variants x seeds 0, 1), area_thr x 0.5 / 1 / 2, the parts runs."""
-    variants = {"both": [], "no area": ["train.lambda_area=0"], "no norm": ["train.lambda_norm=0"]}
+    """Chapter 3: the ablation (none / area only / normalization only / both x seeds 0-2), area_thr x 0.5 / 1 / 2
+    (seeds 0-2), the parts runs (SAT and TS-CAM, seed 0)."""
+    variants = {"none": ["train.lambda_area=0", "train.lambda_norm=0"], "area only": ["train.lambda_norm=0"],
+                "normalization only": ["train.lambda_area=0"], "both": []}
     runs = {f"{name} seed {seed}": settings.shared_recipe(*extra, f"train.seed={seed}")
-            for seed in (0, 1) for name, extra in variants.items()}
+            for seed in SEEDS for name, extra in variants.items()}
     shared_thr = settings.shared_recipe().train.area_thr
-    runs.update({f"area_thr {f}": settings.shared_recipe(f"train.area_thr={round(shared_thr * f, 4)}")
-                 for f in (0.5, 1.0, 2.0)})
+    runs.update({f"area_thr {f} seed {seed}": settings.shared_recipe(f"train.area_thr={round(shared_thr * f, 4)}",
+                                                                     f"train.seed={seed}")
+                 for f in (0.5, 1.0, 2.0) for seed in SEEDS})
     parts = [f"data.root={settings.cache / 'synthetic-parts-96px'}", "train.seed=0"]
     runs["parts sat"] = load_config("book_parts", parts)
     runs["parts tscam"] = load_config("book_parts", [*parts, "model.name=tscam_tiny_convstem"])
@@ -112,7 +115,7 @@ def chapter(*cells: tuple[str, str]) -> nbformat.NotebookNode:
 
 def test_a_stale_or_missing_citation_is_reported(settings):
     shared = BookRun(settings.run_dir(settings.shared_recipe()), trained=False, device=settings.device)
-    stale = BookRun(settings.run_dir(settings.shared_recipe("train.epochs=3")), trained=False,
+    stale = BookRun(settings.run_dir(settings.shared_recipe("train.epochs=4")), trained=False,
                     device=settings.device)
     uses = "run = settings.run(settings.shared_recipe())"
     assert citation_problems(chapter((uses, ""), (f"{CHECKED}\nprint(run.cite())", shared.cite() + "\n")),
@@ -129,7 +132,7 @@ def test_run_ids_do_not_depend_on_the_cache_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(satlib.book.recipes, "ensure_synthetic_dataset", lambda root, **_: Path(root))
     here, there = committed_settings(tmp_path / "here"), committed_settings(tmp_path / "there")
     assert here.run_dir(here.shared_recipe()).name == there.run_dir(there.shared_recipe()).name
-    assert here.run_key(here.shared_recipe())["config"]["data"]["root"] == "$SATLIB_CACHE/book/synthetic-64px-4x100"
+    assert here.run_key(here.tiny_recipe())["config"]["data"]["root"] == "$SATLIB_CACHE/book/synthetic-64px-4x100"
     outside = [here.shared_recipe(f"data.root={tmp_path / name}") for name in ("a", "b")]
     assert here.run_dir(outside[0]).name != here.run_dir(outside[1]).name  # a real dataset's folder is kept
 
