@@ -61,8 +61,8 @@ BRANCH_MARKS = {
     "01_token_injection": ("a CUB test photo through the untrained DeiT-S",
                            [r"photo (?!224x224)\d+x\d+ -> x"]),  # a photo of its own size, not the 224-px square
     "02_attention_querying": ("the shared CUB run's attention", [r"sat_deit_small_patch16_224: GT-known"]),
-    "03_constraints": ("the constraint ablation: three DeiT-S runs on CUB (the parts experiment stays synthetic)",
-                       [r"sat_deit_small_patch16_224: \{'both constraints'"]),
+    "03_constraints": ("the constraint ablation: four DeiT-S runs on CUB, neither, each and both constraints (the "
+                       "parts experiment stays synthetic)", [r"sat_deit_small_patch16_224: \{'none'"]),
     "04_training": ("the CUB recipe's run, its curves and probe maps",
                     [r"model sat_deit_small_patch16_224, 224 px", NOTES]),
     "05_measuring": ("every metric on the shared CUB run", [r"sat_deit_small_patch16_224 trained for"]),

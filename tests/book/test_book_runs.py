@@ -26,13 +26,16 @@ CHECKED = "# NBVAL_CHECK_OUTPUT"
 SHARED_USE = "shared_recipe("  # a chapter whose code says this shows the shared run
 
 def _constraints_runs(settings: Settings) -> dict[str, Config]:
-    """Chapter 3: the ablation (3 variants x seeds 0, 1), area_thr x 0.5 / 1 / 2, the parts runs."""
-    variants = {"both": [], "no area": ["train.lambda_area=0"], "no norm": ["train.lambda_norm=0"]}
+    """Chapter 3: the ablation (none / area only / normalization only / both x seeds 0-2), area_thr x 0.5 / 1 / 2
+    (seeds 0-2), the parts runs (SAT and TS-CAM, seed 0)."""
+    variants = {"none": ["train.lambda_area=0", "train.lambda_norm=0"], "area only": ["train.lambda_norm=0"],
+                "normalization only": ["train.lambda_area=0"], "both": []}
     runs = {f"{name} seed {seed}": settings.shared_recipe(*extra, f"train.seed={seed}")
-            for seed in (0, 1) for name, extra in variants.items()}
+            for seed in SEEDS for name, extra in variants.items()}
     shared_thr = settings.shared_recipe().train.area_thr
-    runs.update({f"area_thr {f}": settings.shared_recipe(f"train.area_thr={round(shared_thr * f, 4)}")
-                 for f in (0.5, 1.0, 2.0)})
+    runs.update({f"area_thr {f} seed {seed}": settings.shared_recipe(f"train.area_thr={round(shared_thr * f, 4)}",
+                                                                     f"train.seed={seed}")
+                 for f in (0.5, 1.0, 2.0) for seed in SEEDS})
     parts = [f"data.root={settings.cache / 'synthetic-parts-96px'}", "train.seed=0"]
     runs["parts sat"] = load_config("book_parts", parts)
     runs["parts tscam"] = load_config("book_parts", [*parts, "model.name=tscam_tiny_convstem"])
