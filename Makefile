@@ -39,7 +39,7 @@ test: $(STAMP)
 	SATLIB_TEST_TIER=rest $(PYTEST) tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests beyond the unit tier (exit 5)" >&2; fi; \
 	if [ $$rc -ne 0 ]; then exit $$rc; fi; \
-	$(PYTEST) --nbval-lax book; rc=$$?; \
+	$(PYTEST) --nbval-lax --durations=25 book; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no chapters (exit 5)" >&2; fi; \
 	if [ $$rc -ne 0 ]; then exit $$rc; fi; \
 	$(BIN)/python book/rehearse.py
