@@ -177,12 +177,13 @@ class RunCache:
         if missing and jobs > 1 and len(missing) > 1:
             context = multiprocessing.get_context("spawn")  # a fresh interpreter: no state of the chapter's kernel
             with ProcessPoolExecutor(max_workers=min(jobs, len(missing)), mp_context=context) as pool:
-                for run in pool.map(_train_in_worker, [self] * len(missing), missing):
-                    trained.add(run.folder)
+                trained = {run.folder for run in pool.map(_train_in_worker, [self] * len(missing), missing)
+                           if run.trained}
         runs = []
         for config in configs:
             run = self.run(config)
             runs.append(BookRun(run.folder, trained=run.trained or run.folder in trained, device=self.device))
+            trained.discard(run.folder)  # a config asked for twice was trained once
         return runs
 
     @contextmanager
