@@ -12,7 +12,7 @@ compare what each method does against the others, never to be read as the same e
 
 from __future__ import annotations
 
-import math
+import statistics
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -50,9 +50,7 @@ def final_metrics(run: BookRun) -> dict:
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for one value)."""
-    mean = sum(values) / len(values)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return mean, sd
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def seed_cell(values: Sequence[float], digits: int = 1) -> str:
